@@ -1,0 +1,28 @@
+"""anneal: distributed training and hyperparameter tuning as a service.
+
+This package is the light client side: it never imports ray, torch or mlflow.
+"""
+
+from anneal.client import Client
+from anneal.errors import AnnealError, Conflict, FailedPrecondition, Internal, InvalidSpec, NotFound, Unavailable
+from anneal.spec import StudySpec
+from anneal.types import Deployment, Prediction, Study, StudyEvent, StudyState, Trial, TrialState
+
+__all__ = [
+    "AnnealError",
+    "Client",
+    "Conflict",
+    "Deployment",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidSpec",
+    "NotFound",
+    "Prediction",
+    "Study",
+    "StudyEvent",
+    "StudySpec",
+    "StudyState",
+    "Trial",
+    "TrialState",
+    "Unavailable",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from anneal.cli import main
+
+sys.exit(main())

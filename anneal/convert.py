@@ -1,0 +1,322 @@
+"""The one place where domain types meet wire messages (`anneal.v1`).
+
+Every converter comes in a pair, and tests round-trip each field and enum value.
+Spec fields with defaults are `optional` on the wire, so an absent field takes
+the model's default while an explicit zero survives the trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from anneal.spec import Scalar, StudySpec
+from anneal.types import (
+    Deployment,
+    DeploymentState,
+    EventKind,
+    Prediction,
+    Study,
+    StudyEvent,
+    StudyState,
+    Trial,
+    TrialState,
+)
+from anneal.v1 import anneal_pb2 as pb
+
+# ------------------------------------------------------------------ scalars
+
+
+def scalar_to_pb(value: Scalar) -> pb.Scalar:
+    # bool before int: True is an int in Python.
+    if isinstance(value, bool):
+        return pb.Scalar(bool_value=value)
+    if isinstance(value, int):
+        return pb.Scalar(int_value=value)
+    if isinstance(value, float):
+        return pb.Scalar(float_value=value)
+    return pb.Scalar(string_value=str(value))
+
+
+def scalar_from_pb(message: pb.Scalar) -> Scalar | None:
+    kind = message.WhichOneof("kind")
+    return None if kind is None else getattr(message, kind)
+
+
+def scalars_to_pb(values: Mapping[str, Scalar], target: Any) -> None:
+    for key, value in values.items():
+        target[key].CopyFrom(scalar_to_pb(value))
+
+
+def scalars_from_pb(values: Mapping[str, pb.Scalar]) -> dict[str, Any]:
+    return {key: scalar_from_pb(value) for key, value in values.items()}
+
+
+def time_to_pb(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(timezone.utc))
+    return stamp
+
+
+def time_from_pb(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=timezone.utc)
+
+
+# ------------------------------------------------------------------ enums
+
+_SAMPLER_TO_PB = {
+    "tpe": pb.SAMPLER_TPE,
+    "random": pb.SAMPLER_RANDOM,
+    "gp": pb.SAMPLER_GP,
+    "cmaes": pb.SAMPLER_CMAES,
+}
+_MODE_TO_PB = {"max": pb.OBJECTIVE_MODE_MAX, "min": pb.OBJECTIVE_MODE_MIN}
+_STUDY_STATE_TO_PB = {state: pb.StudyState.Value(f"STUDY_STATE_{state.value}") for state in StudyState}
+_TRIAL_STATE_TO_PB = {state: pb.TrialState.Value(f"TRIAL_STATE_{state.value}") for state in TrialState}
+_EVENT_KIND_TO_PB = {kind: pb.EventKind.Value(f"EVENT_KIND_{kind.value}") for kind in EventKind}
+_DEPLOYMENT_STATE_TO_PB = {
+    state: pb.DeploymentState.Value(f"DEPLOYMENT_STATE_{state.value}") for state in DeploymentState
+}
+
+
+def _invert(table: Mapping[Any, int]) -> dict[int, Any]:
+    return {number: name for name, number in table.items()}
+
+
+_SAMPLER_FROM_PB = _invert(_SAMPLER_TO_PB)
+_MODE_FROM_PB = _invert(_MODE_TO_PB)
+_STUDY_STATE_FROM_PB = _invert(_STUDY_STATE_TO_PB)
+_TRIAL_STATE_FROM_PB = _invert(_TRIAL_STATE_TO_PB)
+_EVENT_KIND_FROM_PB = _invert(_EVENT_KIND_TO_PB)
+_DEPLOYMENT_STATE_FROM_PB = _invert(_DEPLOYMENT_STATE_TO_PB)
+
+
+def _enum_from_pb(table: Mapping[int, Any], number: int) -> Any:
+    """UNSPECIFIED (0) means absent; an unknown number is passed on for validation to reject."""
+    if number == 0:
+        return None
+    return table.get(number, f"<unknown enum value {number}>")
+
+
+# ------------------------------------------------------------------ the spec
+
+
+def _optional_fields(message: Message, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in names if message.HasField(name)}
+
+
+def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
+    message = pb.StudySpec(
+        name=spec.name,
+        trainer=spec.trainer,
+        dataset=pb.DatasetSpec(**spec.dataset.model_dump()),
+        objective=pb.Objective(metric=spec.objective.metric, mode=_MODE_TO_PB[spec.objective.mode]),
+        search=pb.SearchSpec(sampler=_SAMPLER_TO_PB[spec.search.sampler], seed=spec.search.seed),
+        budget=pb.Budget(**spec.budget.model_dump()),
+        resources=pb.Resources(**spec.resources.model_dump()),
+        failure=pb.FailurePolicy(**spec.failure.model_dump()),
+        deploy=pb.DeployPolicy(**spec.deploy.model_dump()),
+    )
+    scalars_to_pb(spec.params, message.params)
+    for name, domain in spec.search_space.items():
+        parameter = message.search_space.add(name=name)
+        if domain.float_range is not None:
+            parameter.float.CopyFrom(pb.FloatDomain(**domain.float_range.model_dump()))
+        elif domain.int_range is not None:
+            parameter.int.CopyFrom(pb.IntDomain(**domain.int_range.model_dump()))
+        else:
+            parameter.categorical.choices.extend(scalar_to_pb(c) for c in domain.categorical or [])
+    kind = spec.scheduler.kind
+    config = getattr(spec.scheduler, kind)
+    getattr(message.scheduler, kind).CopyFrom(getattr(pb, _SCHEDULER_MESSAGES[kind])(**config.model_dump()))
+    return message
+
+
+_SCHEDULER_MESSAGES = {"asha": "AshaScheduler", "median": "MedianScheduler", "none": "NoScheduler"}
+
+
+def spec_from_pb(message: pb.StudySpec) -> StudySpec:
+    """The wire spec as plain data, validated by the model (raises InvalidSpec)."""
+    return StudySpec.parse(spec_data_from_pb(message))
+
+
+def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": message.name,
+        "trainer": message.trainer,
+        "params": scalars_from_pb(message.params),
+        "search_space": {p.name: _domain_from_pb(p) for p in message.search_space},
+    }
+    if message.HasField("dataset"):
+        data["dataset"] = {
+            "name": message.dataset.name,
+            **_optional_fields(message.dataset, ("validation_fraction", "test_fraction", "split_seed")),
+        }
+    if message.HasField("objective"):
+        data["objective"] = {"metric": message.objective.metric}
+        mode = _enum_from_pb(_MODE_FROM_PB, message.objective.mode)
+        if mode is not None:
+            data["objective"]["mode"] = mode
+    if message.HasField("search"):
+        search = _optional_fields(message.search, ("seed",))
+        sampler = _enum_from_pb(_SAMPLER_FROM_PB, message.search.sampler)
+        if sampler is not None:
+            search["sampler"] = sampler
+        data["search"] = search
+    kind = message.scheduler.WhichOneof("kind")
+    if kind is not None:
+        config = getattr(message.scheduler, kind)
+        data["scheduler"] = {kind: _optional_fields(config, tuple(f.name for f in config.DESCRIPTOR.fields))}
+    for section in ("budget", "resources", "failure", "deploy"):
+        if message.HasField(section):
+            sub = getattr(message, section)
+            data[section] = _optional_fields(sub, tuple(f.name for f in sub.DESCRIPTOR.fields))
+    return data
+
+
+def _domain_from_pb(parameter: pb.Parameter) -> dict[str, Any]:
+    kind = parameter.WhichOneof("domain")
+    if kind == "float":
+        return {"float": {"low": parameter.float.low, "high": parameter.float.high, "log": parameter.float.log}}
+    if kind == "int":
+        return {"int": {"low": parameter.int.low, "high": parameter.int.high, "log": parameter.int.log}}
+    if kind == "categorical":
+        return {"categorical": [scalar_from_pb(c) for c in parameter.categorical.choices]}
+    return {}
+
+
+# ------------------------------------------------------------------ results
+
+
+def trial_to_pb(trial: Trial) -> pb.Trial:
+    message = pb.Trial(
+        trial_id=trial.trial_id,
+        state=_TRIAL_STATE_TO_PB[trial.state],
+        metrics=trial.metrics,
+        epochs=trial.epochs,
+        mlflow_run_id=trial.mlflow_run_id,
+        error=trial.error,
+    )
+    scalars_to_pb(trial.config, message.config)
+    return message
+
+
+def trial_from_pb(message: pb.Trial) -> Trial:
+    return Trial(
+        trial_id=message.trial_id,
+        state=_TRIAL_STATE_FROM_PB[message.state],
+        config=scalars_from_pb(message.config),
+        metrics=dict(message.metrics),
+        epochs=message.epochs,
+        mlflow_run_id=message.mlflow_run_id,
+        error=message.error,
+    )
+
+
+def study_to_pb(study: Study) -> pb.Study:
+    message = pb.Study(
+        study_id=study.study_id,
+        name=study.name,
+        spec=spec_to_pb(study.spec),
+        state=_STUDY_STATE_TO_PB[study.state],
+        ray_job_id=study.ray_job_id,
+        created_at=time_to_pb(study.created_at),
+        updated_at=time_to_pb(study.updated_at),
+        trials=[trial_to_pb(t) for t in study.trials],
+        best_test_metrics=study.best_test_metrics,
+        mlflow_experiment_id=study.mlflow_experiment_id,
+        mlflow_run_id=study.mlflow_run_id,
+        registered_model=study.registered_model,
+        registered_model_version=study.registered_model_version,
+        error=study.error,
+        model_uri=study.model_uri,
+    )
+    if study.best_trial is not None:
+        message.best_trial.CopyFrom(trial_to_pb(study.best_trial))
+    return message
+
+
+def study_from_pb(message: pb.Study) -> Study:
+    return Study(
+        study_id=message.study_id,
+        name=message.name,
+        spec=spec_from_pb(message.spec),
+        state=_STUDY_STATE_FROM_PB[message.state],
+        ray_job_id=message.ray_job_id,
+        created_at=time_from_pb(message.created_at),
+        updated_at=time_from_pb(message.updated_at),
+        trials=[trial_from_pb(t) for t in message.trials],
+        best_trial=trial_from_pb(message.best_trial) if message.HasField("best_trial") else None,
+        best_test_metrics=dict(message.best_test_metrics),
+        mlflow_experiment_id=message.mlflow_experiment_id,
+        mlflow_run_id=message.mlflow_run_id,
+        registered_model=message.registered_model,
+        registered_model_version=message.registered_model_version,
+        error=message.error,
+        model_uri=message.model_uri,
+    )
+
+
+def event_to_pb(event: StudyEvent) -> pb.StudyEvent:
+    message = pb.StudyEvent(
+        sequence=event.sequence,
+        study_id=event.study_id,
+        kind=_EVENT_KIND_TO_PB[event.kind],
+        time=time_to_pb(event.time),
+        message=event.message,
+    )
+    if event.trial is not None:
+        message.trial.CopyFrom(trial_to_pb(event.trial))
+    if event.study_state is not None:
+        message.study_state = _STUDY_STATE_TO_PB[event.study_state]
+    return message
+
+
+def event_from_pb(message: pb.StudyEvent) -> StudyEvent:
+    return StudyEvent(
+        sequence=message.sequence,
+        study_id=message.study_id,
+        kind=_EVENT_KIND_FROM_PB[message.kind],
+        time=time_from_pb(message.time),
+        trial=trial_from_pb(message.trial) if message.HasField("trial") else None,
+        study_state=_STUDY_STATE_FROM_PB.get(message.study_state),
+        message=message.message,
+    )
+
+
+def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
+    return pb.Deployment(
+        name=deployment.name,
+        study_id=deployment.study_id,
+        state=_DEPLOYMENT_STATE_TO_PB[deployment.state],
+        replicas=deployment.replicas,
+        route=deployment.route,
+        model_uri=deployment.model_uri,
+        updated_at=time_to_pb(deployment.updated_at),
+        error=deployment.error,
+    )
+
+
+def deployment_from_pb(message: pb.Deployment) -> Deployment:
+    return Deployment(
+        name=message.name,
+        study_id=message.study_id,
+        state=_DEPLOYMENT_STATE_FROM_PB[message.state],
+        replicas=message.replicas,
+        route=message.route,
+        model_uri=message.model_uri,
+        updated_at=time_from_pb(message.updated_at),
+        error=message.error,
+    )
+
+
+def prediction_to_pb(prediction: Prediction) -> pb.Prediction:
+    return pb.Prediction(label=prediction.label, probabilities=prediction.probabilities)
+
+
+def prediction_from_pb(message: pb.Prediction) -> Prediction:
+    return Prediction(label=message.label, probabilities=list(message.probabilities))

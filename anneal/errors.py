@@ -1,0 +1,89 @@
+"""The error classes of anneal, and their one mapping to and from gRPC status codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+class AnnealError(Exception):
+    """Root of every error anneal raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field of a spec, named by its dotted path."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InvalidSpec(AnnealError):
+    """A study spec (or another request) is malformed; every message names its field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, errors: list[FieldError] | str) -> None:
+        self.errors = [FieldError("", errors)] if isinstance(errors, str) else list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+    @classmethod
+    def field(cls, path: str, message: str) -> InvalidSpec:
+        return cls([FieldError(path, message)])
+
+
+class NotFound(AnnealError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Conflict(AnnealError):
+    """The thing to create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(AnnealError):
+    """The request is valid but the object is not in a state that allows it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(AnnealError):
+    """A component anneal depends on (Ray, Serve, the store) cannot be reached now."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Internal(AnnealError):
+    """An unexpected failure on the server; the message carries an id to find its log."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[AnnealError]] = {
+    cls.code: cls
+    for cls in (InvalidSpec, NotFound, Conflict, FailedPrecondition, Unavailable, Internal)
+}
+
+
+def error_from_status(code: grpc.StatusCode, details: str) -> AnnealError:
+    """The client side of the mapping: a gRPC status back to the class the server raised."""
+    cls = _BY_CODE.get(code, AnnealError)
+    if cls is InvalidSpec:
+        return InvalidSpec([_parse_field_error(part) for part in details.split("; ")])
+    error = cls(details)
+    error.code = code
+    return error
+
+
+def _parse_field_error(text: str) -> FieldError:
+    path, sep, message = text.partition(": ")
+    if sep and " " not in path:
+        return FieldError(path, message)
+    return FieldError("", text)

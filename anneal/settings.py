@@ -1,0 +1,65 @@
+"""One settings object for every anneal process.
+
+Read from flags (passed as overrides), `ANNEAL_*` environment variables, and the
+file `anneal up` writes under `ANNEAL_HOME` (`cluster.json`: where the running
+local cluster listens). Nothing else in anneal reads the environment; this
+object is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CLUSTER_FILE = "cluster.json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANNEAL_", extra="ignore")
+
+    home: Path = Field(Path.home() / ".anneal", description="Where the embedded setup keeps its state.")
+    grpc_address: str = Field("127.0.0.1:50051", description="Where the gRPC server listens / clients connect.")
+    store_url: str = Field("", description="SQLAlchemy URL of the store; default SQLite under home.")
+    mlflow_tracking_uri: str = Field("", description="MLflow tracking URI; default SQLite under home.")
+    mlflow_artifact_root: str = Field("", description="Where MLflow keeps artifacts; default under home.")
+    tune_storage: str = Field("", description="Ray Tune storage path; default home/experiments.")
+    ray_address: str = Field("", description="GCS address of the Ray cluster (host:port).")
+    ray_dashboard_url: str = Field("", description="Ray dashboard / Jobs API URL.")
+    serve_http_port: int = Field(8000, description="Port of Ray Serve's HTTP proxy (loopback).")
+    reflection: bool = Field(False, description="Serve gRPC reflection.")
+    num_cpus: int = Field(0, description="CPUs the local Ray head offers; 0 means all.")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Environment, then the running cluster's file, then explicit overrides (flags)."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        settings = cls(**given)
+        cluster_file = settings.home / CLUSTER_FILE
+        if cluster_file.exists():
+            recorded = json.loads(cluster_file.read_text())
+            for key in ("grpc_address", "ray_address", "ray_dashboard_url", "serve_http_port"):
+                if key not in given and key not in settings.model_fields_set and key in recorded:
+                    setattr(settings, key, recorded[key])
+        return settings.with_defaults()
+
+    def with_defaults(self) -> Settings:
+        home = self.home.expanduser().resolve()
+        return self.model_copy(
+            update={
+                "home": home,
+                "store_url": self.store_url or f"sqlite:///{home / 'anneal.db'}",
+                "mlflow_tracking_uri": self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}",
+                "mlflow_artifact_root": self.mlflow_artifact_root or str(home / "mlartifacts"),
+                "tune_storage": self.tune_storage or str(home / "experiments"),
+            }
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as `ANNEAL_*` variables, to hand to a Ray job or a child process."""
+        values = self.model_dump(mode="json")
+        return {f"ANNEAL_{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+                for key, value in values.items()}

@@ -1,0 +1,285 @@
+"""The study spec: what a user asks anneal to tune.
+
+One spec, three spellings: YAML (users), this pydantic model (Python), and the
+`anneal.v1.StudySpec` message (wire; see `anneal.convert`). Validation here is
+structural; the server also checks the spec against its trainer registry.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from anneal.errors import FieldError, InvalidSpec
+
+Scalar = Union[bool, int, float, str]
+Sampler = Literal["tpe", "random", "gp", "cmaes"]
+Mode = Literal["max", "min"]
+
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes")
+MODES: tuple[str, ...] = ("max", "min")
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A validation error that belongs to a sub-field of the model being validated."""
+    return PydanticCustomError("anneal_field", "{field}: {message}", {"field": field, "message": message})
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FloatRange(_Spec):
+    low: float = Field(description="Smallest value (inclusive).")
+    high: float = Field(description="Largest value (inclusive).")
+    log: bool = Field(False, description="Sample uniformly in log space; needs low > 0.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> FloatRange:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise _field_error("low", "bounds must be finite numbers")
+        if self.log and self.low <= 0:
+            raise _field_error("low", "must be > 0 when log is true")
+        if self.low >= self.high:
+            raise _field_error("low", f"must be < high ({self.high})")
+        return self
+
+
+class IntRange(_Spec):
+    low: int = Field(description="Smallest value (inclusive).")
+    high: int = Field(description="Largest value (inclusive).")
+    log: bool = Field(False, description="Sample uniformly in log space; needs low > 0.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> IntRange:
+        if self.log and self.low <= 0:
+            raise _field_error("low", "must be > 0 when log is true")
+        if self.low >= self.high:
+            raise _field_error("low", f"must be < high ({self.high})")
+        return self
+
+
+class Domain(_Spec):
+    """One dimension of the search space: exactly one of float, int or categorical."""
+
+    float_range: FloatRange | None = Field(None, alias="float", description="A real interval.")
+    int_range: IntRange | None = Field(None, alias="int", description="An integer interval.")
+    categorical: list[Scalar] | None = Field(None, description="A list of choices.")
+
+    @field_validator("categorical")
+    @classmethod
+    def _check_choices(cls, choices: list[Scalar] | None) -> list[Scalar] | None:
+        if choices is not None:
+            if not choices:
+                raise ValueError("needs at least one choice")
+            if len(set(map(repr, choices))) != len(choices):
+                raise ValueError("choices must be distinct")
+        return choices
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Domain:
+        given = [k for k in ("float_range", "int_range", "categorical") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of float, int or categorical")
+        return self
+
+    @property
+    def kind(self) -> Literal["float", "int", "categorical"]:
+        if self.float_range is not None:
+            return "float"
+        if self.int_range is not None:
+            return "int"
+        return "categorical"
+
+
+class DatasetSpec(_Spec):
+    name: str = Field(description="A dataset the trainer knows, e.g. digits, wine, breast_cancer, iris.")
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of rows held out to score each trial."
+    )
+    test_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of rows held out from tuning to score the final model."
+    )
+    split_seed: int = Field(0, description="Seed of the shuffle that makes the splits.")
+
+    @model_validator(mode="after")
+    def _leave_training_rows(self) -> DatasetSpec:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise _field_error("test_fraction", "validation_fraction + test_fraction must be < 0.9")
+        return self
+
+
+class Objective(_Spec):
+    metric: str = Field(min_length=1, description="The metric the trainer reports that is optimised.")
+    mode: Mode = Field(description="max or min.")
+
+
+class SearchSpec(_Spec):
+    sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random, gp or cmaes.")
+    seed: int | None = Field(None, description="Seed of the sampler; unset means not reproducible.")
+
+
+class AshaConfig(_Spec):
+    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it can be stopped.")
+    reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of the trials at each rung.")
+
+
+class MedianConfig(_Spec):
+    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it can be stopped.")
+    min_samples_required: int = Field(3, ge=1, description="Trials needed before the median is used.")
+
+
+class NoScheduler(_Spec):
+    pass
+
+
+class SchedulerSpec(_Spec):
+    """How bad trials are stopped early: exactly one of asha, median or none."""
+
+    asha: AshaConfig | None = Field(None, description="Asynchronous successive halving.")
+    median: MedianConfig | None = Field(None, description="Median stopping rule.")
+    none: NoScheduler | None = Field(None, description="Run every trial to the end.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_name(cls, value: Any) -> Any:
+        # `scheduler: asha` is shorthand for `scheduler: {asha: {}}`.
+        return {value: {}} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SchedulerSpec:
+        given = [k for k in ("asha", "median", "none") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of asha, median or none")
+        return self
+
+    @property
+    def kind(self) -> Literal["asha", "median", "none"]:
+        if self.asha is not None:
+            return "asha"
+        if self.median is not None:
+            return "median"
+        return "none"
+
+
+class Budget(_Spec):
+    max_trials: int = Field(16, ge=1, description="How many trials to run in all.")
+    max_concurrent_trials: int = Field(2, ge=1, description="How many trials run at once.")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Stop starting trials after this many seconds; unset means no limit."
+    )
+
+
+class Resources(_Spec):
+    cpu: float = Field(1.0, ge=0, description="CPUs per trial; fractions allowed.")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions allowed below 1.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Resources:
+        if self.cpu == 0 and self.gpu == 0:
+            raise _field_error("cpu", "a trial needs some cpu or gpu")
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise _field_error("gpu", "above 1 must be a whole number")
+        return self
+
+
+class FailurePolicy(_Spec):
+    max_retries: int = Field(1, ge=0, description="Times a crashed trial is restarted from its last checkpoint.")
+
+
+class DeployPolicy(_Spec):
+    auto: bool = Field(False, description="Deploy the best model to Ray Serve when the study succeeds.")
+    replicas: int = Field(1, ge=1, description="Serve replicas of the deployed model.")
+
+
+class StudySpec(_Spec):
+    """Everything anneal needs to tune one trainer on one dataset."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Lower-case name; also the Serve application name.")
+    trainer: str = Field(min_length=1, description="A registered trainer, e.g. mlp_classifier.")
+    dataset: DatasetSpec = Field(description="The data and how it is split.")
+    params: dict[str, Scalar] = Field(default_factory=dict, description="Fixed trainer parameters.")
+    search_space: dict[str, Domain] = Field(description="The parameters to tune and their domains.")
+    objective: Objective = Field(description="What to optimise.")
+    search: SearchSpec = Field(default_factory=SearchSpec, description="The Optuna sampler.")
+    scheduler: SchedulerSpec = Field(
+        default_factory=lambda: SchedulerSpec(none=NoScheduler()), description="Early stopping."
+    )
+    budget: Budget = Field(default_factory=Budget, description="How much to run.")
+    resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
+    failure: FailurePolicy = Field(default_factory=FailurePolicy, description="Retries of crashed trials.")
+    deploy: DeployPolicy = Field(default_factory=DeployPolicy, description="Serving of the best model.")
+
+    @field_validator("search_space")
+    @classmethod
+    def _not_empty(cls, space: dict[str, Domain]) -> dict[str, Domain]:
+        if not space:
+            raise ValueError("must name at least one parameter to tune")
+        return space
+
+    @model_validator(mode="after")
+    def _fixed_or_tuned(self) -> StudySpec:
+        both = sorted(set(self.params) & set(self.search_space))
+        if both:
+            raise _field_error(f"params.{both[0]}", "is also in search_space; a parameter is fixed or tuned, not both")
+        return self
+
+    # -------------------------------------------------------------- loading
+
+    @classmethod
+    def parse(cls, data: Any) -> StudySpec:
+        """Validates plain data (a dict as YAML gives it) into a spec, or raises InvalidSpec."""
+        if not isinstance(data, dict):
+            raise InvalidSpec("a study spec must be a mapping")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise InvalidSpec(field_errors(error)) from None
+
+    @classmethod
+    def from_yaml(cls, text: str) -> StudySpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise InvalidSpec(f"not valid YAML: {error}") from None
+        return cls.parse(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudySpec:
+        return cls.from_yaml(Path(path).read_text())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML-shaped form (aliases, defaults included)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """Pydantic's errors as dotted field paths with short messages."""
+    found = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        message = item["msg"]
+        if item["type"] == "anneal_field":
+            ctx = item.get("ctx") or {}
+            loc.append(str(ctx["field"]))
+            message = str(ctx["message"])
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        found.append(FieldError(".".join(loc), message))
+    return found

@@ -1,0 +1,114 @@
+"""Domain types of results: studies, trials, events, deployments, predictions.
+
+They are what the Python client returns and what the server's domain code works
+with; `anneal.convert` maps them to and from the wire messages.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from anneal.spec import Scalar, StudySpec
+
+
+class StudyState(str, enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STUDY_STATES
+
+
+TERMINAL_STUDY_STATES = frozenset({StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED})
+
+
+class TrialState(str, enum.Enum):
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    STOPPED_EARLY = "STOPPED_EARLY"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not TrialState.RUNNING
+
+
+class EventKind(str, enum.Enum):
+    STUDY_STARTED = "STUDY_STARTED"
+    TRIAL_STARTED = "TRIAL_STARTED"
+    TRIAL_RESULT = "TRIAL_RESULT"
+    TRIAL_ENDED = "TRIAL_ENDED"
+    STUDY_ENDED = "STUDY_ENDED"
+
+
+class DeploymentState(str, enum.Enum):
+    DEPLOYING = "DEPLOYING"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Trial(_Result):
+    trial_id: str
+    state: TrialState
+    config: dict[str, Scalar] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    epochs: int = 0
+    mlflow_run_id: str = ""
+    error: str = ""
+
+
+class Study(_Result):
+    study_id: str
+    name: str
+    spec: StudySpec
+    state: StudyState
+    ray_job_id: str = ""
+    created_at: datetime
+    updated_at: datetime
+    trials: list[Trial] = Field(default_factory=list)
+    best_trial: Trial | None = None
+    best_test_metrics: dict[str, float] = Field(default_factory=dict)
+    mlflow_experiment_id: str = ""
+    mlflow_run_id: str = ""
+    registered_model: str = ""
+    registered_model_version: int = 0
+    error: str = ""
+    model_uri: str = ""
+
+
+class StudyEvent(_Result):
+    sequence: int
+    study_id: str
+    kind: EventKind
+    time: datetime
+    trial: Trial | None = None
+    study_state: StudyState | None = None
+    message: str = ""
+
+
+class Deployment(_Result):
+    name: str
+    study_id: str
+    state: DeploymentState
+    replicas: int
+    route: str
+    model_uri: str
+    updated_at: datetime
+    error: str = ""
+
+
+class Prediction(_Result):
+    label: int
+    probabilities: list[float] = Field(default_factory=list)

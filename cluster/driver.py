@@ -1,0 +1,234 @@
+"""The study driver: runs one study as a Ray job, from PENDING to its end.
+
+It builds the Tuner, records every trial in the store (for WatchStudy) and in
+MLflow (a child run per trial), then packages, scores, logs and registers the
+best model, and deploys it when the spec asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.experiment import Trial as TuneTrial
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from anneal.settings import Settings
+from anneal.spec import StudySpec
+from anneal.types import EventKind, Study, StudyState, Trial, TrialState
+from cluster.serving import LoadedModel, write_model_package
+from cluster.store import Store
+from cluster.tracking import MlflowTracker
+from cluster.tuning import build_tuner, load_checkpoint_state
+from trainers.contract import TrainerInfo
+from trainers.datasets import load_splits
+from trainers.registry import check_spec
+
+log = logging.getLogger("anneal.driver")
+
+MAX_ERROR_CHARS = 2000
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (as samplers return them) to plain Python values."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def reported_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics the trainer reported in one Tune result, without Tune's own keys."""
+    return {
+        key: float(value)
+        for key, value in result.items()
+        if key not in AUTO_RESULT_KEYS
+        and not key.startswith(("time_", "done", "trial_id", "experiment_", "should_checkpoint"))
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    }
+
+
+def trial_error(trial: TuneTrial) -> str:
+    path = trial.error_file
+    if path and os.path.exists(path):
+        with open(path) as handle:
+            text = handle.read()
+        return text[-MAX_ERROR_CHARS:]
+    return "the trial failed"
+
+
+class TrialRecorder(tune.Callback):
+    """Writes each trial's start, results and end to the store and MLflow."""
+
+    def __init__(self, store: Store, tracker: MlflowTracker, study_id: str, fixed: Mapping[str, Any], epochs: int) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.study_id = study_id
+        self.fixed = dict(fixed)
+        self.epochs = epochs
+        self.runs: dict[str, str] = {}
+        self.finished = 0
+
+    def _trial(self, trial: TuneTrial, state: TrialState, error: str = "") -> Trial:
+        result = trial.last_result or {}
+        return Trial(
+            trial_id=trial.trial_id,
+            state=state,
+            config={k: _plain(v) for k, v in trial.config.items()},
+            metrics=reported_metrics(result),
+            epochs=int(result.get("training_iteration", 0)),
+            mlflow_run_id=self.runs.get(trial.trial_id, ""),
+            error=error,
+        )
+
+    def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
+        if trial.trial_id not in self.runs:
+            params = {**self.fixed, **{k: _plain(v) for k, v in trial.config.items()}}
+            self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, params)
+        self.store.record_trial(self.study_id, self._trial(trial, TrialState.RUNNING), EventKind.TRIAL_STARTED)
+
+    def on_trial_result(
+        self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, result: dict[str, Any], **info: Any
+    ) -> None:
+        metrics = reported_metrics(result)
+        self.tracker.log_metrics(self.runs[trial.trial_id], metrics, step=int(result.get("training_iteration", 0)))
+        self.store.record_trial(self.study_id, self._trial(trial, TrialState.RUNNING), EventKind.TRIAL_RESULT)
+
+    def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        state = TrialState.COMPLETED if epochs >= self.epochs else TrialState.STOPPED_EARLY
+        self._end(trial, state, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
+        self._end(trial, TrialState.ERROR, "FAILED", trial_error(trial))
+
+    def _end(self, trial: TuneTrial, state: TrialState, mlflow_status: str, error: str = "") -> None:
+        self.finished += 1
+        run_id = self.runs.get(trial.trial_id)
+        if run_id:
+            self.tracker.end_run(run_id, mlflow_status, error)
+        self.store.record_trial(self.study_id, self._trial(trial, state, error), EventKind.TRIAL_ENDED)
+        metric_text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(reported_metrics(trial.last_result or {}).items()))
+        log.info("trial %s %s (%d done) %s", trial.trial_id, state.value.lower(), self.finished, metric_text)
+
+    def end_open_runs(self, status: str) -> None:
+        """Closes the MLflow runs of trials that never ended (the study was cancelled)."""
+        ended = {t.trial_id for t in self.store.get_study(self.study_id).trials if t.state.is_terminal}
+        for trial_id, run_id in self.runs.items():
+            if trial_id not in ended:
+                self.tracker.end_run(run_id, status)
+
+
+def _cancel_on_sigterm() -> None:
+    # Ray stops a job with SIGTERM; Tune stops gracefully on SIGINT, so pass it on.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def connect_ray(settings: Settings) -> None:
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address or "auto", log_to_driver=False, logging_level=logging.WARNING)
+
+
+def run_study(settings: Settings, study_id: str, *, allow_import_paths: bool = False) -> Study:
+    """Runs a recorded study to its end and returns it as the store has it then."""
+    store = Store(settings.store_url)
+    study = store.get_study(study_id)
+    spec = study.spec
+    info = check_spec(spec, allow_import_paths=allow_import_paths)
+    tracker = MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    tracker.start_study(study_id, spec.name, spec.to_yaml(), spec.params)
+    if not store.transition(
+        study_id,
+        [StudyState.PENDING],
+        StudyState.RUNNING,
+        mlflow_experiment_id=tracker.experiment_id,
+        mlflow_run_id=tracker.parent_run_id,
+    ):
+        tracker.end_run(tracker.parent_run_id, "KILLED")
+        return store.get_study(study_id)
+    try:
+        _tune_and_finish(settings, store, tracker, study_id, spec, info)
+    except BaseException as error:
+        store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=f"the study driver failed: {error!r}")
+        tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
+        raise
+    return store.get_study(study_id)
+
+
+def _tune_and_finish(
+    settings: Settings, store: Store, tracker: MlflowTracker, study_id: str, spec: StudySpec, info: TrainerInfo
+) -> None:
+    connect_ray(settings)
+    _cancel_on_sigterm()
+    epochs = _epochs(spec, info)
+    recorder = TrialRecorder(store, tracker, study_id, spec.params, epochs)
+    tuner = build_tuner(spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder])
+    results = tuner.fit()
+
+    if store.get_study(study_id).state is StudyState.CANCELLED:
+        recorder.end_open_runs("KILLED")
+        tracker.end_run(tracker.parent_run_id, "KILLED")
+        return
+    metric, sign = spec.objective.metric, (1 if spec.objective.mode == "max" else -1)
+    scored = [
+        r for r in results if r.error is None and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint
+    ]
+    if not scored:
+        errors = sum(1 for r in results if r.error is not None)
+        reason = f"no trial reported {metric}: {errors} of {len(results)} trials failed"
+        store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=reason)
+        tracker.end_run(tracker.parent_run_id, "FAILED", reason)
+        return
+    best = max(scored, key=lambda r: sign * r.metrics[metric])
+    best_id = str(best.metrics["trial_id"])
+    config = {**spec.params, **{k: _plain(v) for k, v in best.config.items()}}
+    finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint)
+    store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, best_trial_id=best_id, **finish)
+    tracker.end_run(tracker.parent_run_id, "FINISHED")
+    log.info("study %s succeeded: best trial %s, %s", study_id, best_id, finish["best_test_metrics"])
+    if spec.deploy.auto:
+        from cluster.service import deploy_study
+
+        deploy_study(store, settings, study_id, spec.deploy.replicas)
+
+
+def _epochs(spec: StudySpec, info: TrainerInfo) -> int:
+    if info.epochs_param is None:
+        return 0
+    return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
+
+
+def _package_best(
+    spec: StudySpec, info: TrainerInfo, tracker: MlflowTracker, trial_id: str, config: dict[str, Any], checkpoint: Any
+) -> dict[str, Any]:
+    """Writes the best model package, scores it on the held-out rows, logs and registers it."""
+    trainer = info.load()
+    weights = trainer.model_state(load_checkpoint_state(checkpoint))
+    d = spec.dataset
+    data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+    with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
+        package = Path(directory)
+        write_model_package(package, spec.trainer, config, data.shape, weights)
+        test_metrics = score(LoadedModel(package), data.x_test, data.y_test)
+        model_uri = tracker.log_best(trial_id, package, test_metrics)
+    version = tracker.register(spec.name, model_uri)
+    return {
+        "best_test_metrics": test_metrics,
+        "model_uri": model_uri,
+        "registered_model": spec.name,
+        "registered_model_version": version,
+    }
+
+
+def score(model: LoadedModel, x: Any, y: Any) -> dict[str, float]:
+    if len(y) == 0:
+        return {}
+    predictions = model.predict(x.tolist())
+    correct = sum(1 for (label, _), truth in zip(predictions, y) if label == int(truth))
+    return {"test_accuracy": correct / len(y)}

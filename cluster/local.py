@@ -1,0 +1,261 @@
+"""`anneal up` / `anneal down`: the embedded setup on one machine.
+
+`up` starts a Ray head (its own temp dir and ports, all on loopback, token
+authentication on) and the gRPC server, each in its own process group, and
+records their process ids under ANNEAL_HOME. `down` stops exactly those groups;
+nothing here stops processes by name, so a user's other Ray clusters live on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from anneal.settings import CLUSTER_FILE, Settings
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class LocalCluster:
+    ray_pid: int
+    server_pid: int
+    ray_address: str
+    ray_dashboard_url: str
+    grpc_address: str
+    serve_http_port: int
+    ray_temp_dir: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def ray_temp_dir(home: Path) -> str:
+    # Ray's socket paths must stay under the 107-byte limit: keep the dir short.
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
+    return os.path.join(tempfile.gettempdir(), f"anneal-ray-{digest}")
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of the processes `up` starts: the venv first on PATH, settings, Ray token auth."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    env.update(settings.to_env())
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+def read_cluster(home: Path) -> LocalCluster | None:
+    path = home / CLUSTER_FILE
+    if not path.exists():
+        return None
+    return LocalCluster(**json.loads(path.read_text()))
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies left to a non-reaping init do not count)."""
+    _reap(pgid)
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            return True
+    return False
+
+
+def up(settings: Settings, *, log: callable = print) -> LocalCluster:  # type: ignore[valid-type]
+    """Starts Ray and the gRPC server unless this ANNEAL_HOME has them running already."""
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    existing = read_cluster(home)
+    if existing and group_alive(existing.ray_pid) and group_alive(existing.server_pid):
+        log(f"already up: gRPC {existing.grpc_address}, Ray dashboard {existing.ray_dashboard_url}")
+        return existing
+    if existing:
+        down(settings, log=log)
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+
+    gcs_port, dashboard_port = free_port(), free_port()
+    serve_port = settings.serve_http_port if port_is_free(settings.serve_http_port) else free_port()
+    host, _, grpc_port = settings.grpc_address.rpartition(":")
+    grpc_address = settings.grpc_address if port_is_free(int(grpc_port)) else f"{host}:{free_port()}"
+    cluster = LocalCluster(
+        ray_pid=0,
+        server_pid=0,
+        ray_address=f"{LOOPBACK}:{gcs_port}",
+        ray_dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",
+        grpc_address=grpc_address,
+        serve_http_port=serve_port,
+        ray_temp_dir=ray_temp_dir(home),
+    )
+    configured = settings.model_copy(
+        update={
+            "ray_address": cluster.ray_address,
+            "ray_dashboard_url": cluster.ray_dashboard_url,
+            "grpc_address": grpc_address,
+            "serve_http_port": serve_port,
+        }
+    )
+    env = child_env(configured)
+    ensure_ray_token(env)
+    log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
+    cluster.ray_pid = _spawn(_ray_start_command(cluster, settings.num_cpus, dashboard_port), env, logs / "ray.log")
+    _write(home, cluster)
+    _wait_for_ray(cluster)
+    log(f"starting the anneal gRPC server at {grpc_address}")
+    server = [sys.executable, "-m", "anneal", "serve", "--reflection"]
+    cluster.server_pid = _spawn(server, env, logs / "server.log")
+    _write(home, cluster)
+    _wait_for_health(grpc_address, cluster.server_pid, logs / "server.log")
+    return cluster
+
+
+def ensure_ray_token(env: dict[str, str]) -> None:
+    """Token authentication stays on: create the local token (~/.ray/auth_token) if there is none yet."""
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+
+
+def _ray_start_command(cluster: LocalCluster, num_cpus: int, dashboard_port: int) -> list[str]:
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    command = [
+        ray, "start", "--head", "--block",
+        f"--port={cluster.ray_address.rsplit(':', 1)[1]}",
+        f"--node-ip-address={LOOPBACK}",
+        f"--dashboard-host={LOOPBACK}",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}",
+        f"--temp-dir={cluster.ray_temp_dir}",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    if num_cpus:
+        command.append(f"--num-cpus={num_cpus}")
+    return command
+
+
+def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    return process.pid
+
+
+def _write(home: Path, cluster: LocalCluster) -> None:
+    path = home / CLUSTER_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(cluster), indent=2))
+    temporary.replace(path)
+
+
+def _wait_for_ray(cluster: LocalCluster) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if not group_alive(cluster.ray_pid):
+            raise RuntimeError("the Ray head exited during start-up; see logs/ray.log under ANNEAL_HOME")
+        try:
+            JobSubmissionClient(cluster.ray_dashboard_url).list_jobs()
+            return
+        except Exception as error:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray did not come up within {START_TIMEOUT_S:.0f} s: {error}") from None
+            time.sleep(1.0)
+
+
+def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not group_alive(pid):
+                raise RuntimeError(f"the anneal server exited during start-up; see {log_path}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the anneal server did not answer within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+
+
+def down(settings: Settings, *, log: callable = print) -> None:  # type: ignore[valid-type]
+    """Stops the server, then Ray, that `up` started for this ANNEAL_HOME."""
+    cluster = read_cluster(settings.home)
+    if cluster is None:
+        log("nothing to stop")
+        return
+    for name, pid in (("anneal server", cluster.server_pid), ("Ray head", cluster.ray_pid)):
+        if pid and group_alive(pid):
+            log(f"stopping {name} (process group {pid})")
+            stop_group(pid)
+    (settings.home / CLUSTER_FILE).unlink(missing_ok=True)
+
+
+def stop_group(pgid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after `timeout_s`."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while group_alive(pgid) and time.monotonic() < deadline:
+        _reap(pgid)
+        time.sleep(0.2)
+    if group_alive(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _reap(pgid)
+
+
+def _reap(pid: int) -> None:
+    # The group leader may be our own child (tests call up() in-process).
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

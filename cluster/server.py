@@ -1,0 +1,151 @@
+"""The gRPC front door. The servicer is thin: unpack, call the domain, map errors, pack."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from anneal import convert
+from anneal.errors import AnnealError
+from anneal.settings import Settings
+from anneal.v1 import anneal_pb2 as pb
+from anneal.v1 import anneal_pb2_grpc as pb_grpc
+from cluster.service import AnnealService
+
+log = logging.getLogger("anneal.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AnnealService"].full_name
+MAX_WORKERS = 32
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _abort(context: grpc.ServicerContext, error: Exception) -> None:
+    """The one mapping from exceptions to status codes."""
+    if isinstance(error, AnnealError):
+        context.abort(error.code, str(error))
+    incident = uuid.uuid4().hex[:12]
+    log.error("internal error %s", incident, exc_info=error)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log")
+
+
+def mapped(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            _abort(context, error)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class AnnealServicer(pb_grpc.AnnealServiceServicer):
+    def __init__(self, service: AnnealService, stopping: threading.Event) -> None:
+        self.service = service
+        self.stopping = stopping
+
+    @mapped
+    def CreateStudy(self, request: pb.CreateStudyRequest, context: grpc.ServicerContext) -> pb.Study:
+        return convert.study_to_pb(self.service.create_study(convert.spec_from_pb(request.spec)))
+
+    @mapped
+    def GetStudy(self, request: pb.GetStudyRequest, context: grpc.ServicerContext) -> pb.Study:
+        return convert.study_to_pb(self.service.get_study(request.study_id))
+
+    @mapped
+    def ListStudies(self, request: pb.ListStudiesRequest, context: grpc.ServicerContext) -> pb.ListStudiesResponse:
+        return pb.ListStudiesResponse(studies=[convert.study_to_pb(s) for s in self.service.list_studies()])
+
+    def WatchStudy(self, request: pb.WatchStudyRequest, context: grpc.ServicerContext) -> Iterator[pb.StudyEvent]:
+        stop = threading.Event()
+        context.add_callback(stop.set)  # the client went away
+        try:
+            for event in self.service.watch_study(request.study_id, request.after_sequence, stop=stop):
+                if self.stopping.is_set():
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again")
+                yield convert.event_to_pb(event)
+        except Exception as error:
+            _abort(context, error)
+
+    @mapped
+    def CancelStudy(self, request: pb.CancelStudyRequest, context: grpc.ServicerContext) -> pb.Study:
+        return convert.study_to_pb(self.service.cancel_study(request.study_id))
+
+    @mapped
+    def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.Deployment:
+        return convert.deployment_to_pb(self.service.deploy(request.study_id, request.replicas))
+
+    @mapped
+    def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
+        return convert.deployment_to_pb(self.service.get_deployment(request.name))
+
+    @mapped
+    def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        rows = [list(row.values) for row in request.rows]
+        predictions = self.service.predict(request.deployment, rows)
+        return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])
+
+
+class RunningServer:
+    """A started gRPC server and what is needed to stop it cleanly."""
+
+    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, stopping: threading.Event):
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self.stopping = stopping
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+
+
+def start_server(service: AnnealService, address: str, *, reflection_on: bool = False) -> RunningServer:
+    """Starts serving on `address` (port 0 picks a free one) and returns at once."""
+    stopping = threading.Event()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="anneal-rpc"))
+    pb_grpc.add_AnnealServiceServicer_to_server(AnnealServicer(service, stopping), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if reflection_on:
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health_servicer, stopping)
+
+
+def build_service(settings: Settings) -> AnnealService:
+    from cluster.driver import connect_ray
+    from cluster.jobs import JobLauncher
+    from cluster.store import Store
+
+    connect_ray(settings)
+    return AnnealService(settings, Store(settings.store_url), JobLauncher(settings))
+
+
+def serve_forever(settings: Settings) -> None:
+    """`anneal serve`: runs until SIGTERM or SIGINT, then drains in-flight calls."""
+    running = start_server(build_service(settings), settings.grpc_address, reflection_on=settings.reflection)
+    log.info("anneal gRPC server listening on %s", settings.grpc_address)
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    log.info("shutting down")
+    running.stop()

@@ -1,0 +1,141 @@
+"""The domain of the service: what each RPC does, in plain Python (no gRPC here)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, Unavailable
+from anneal.settings import Settings
+from anneal.spec import StudySpec
+from anneal.types import Deployment, DeploymentState, EventKind, Prediction, Study, StudyEvent, StudyState
+from cluster.jobs import JobLauncher
+from cluster.serving import deploy_model, route_for
+from cluster.store import Store, now
+from trainers.registry import check_spec
+
+log = logging.getLogger("anneal.service")
+
+PREDICT_TIMEOUT_S = 30.0
+MAX_PREDICT_ROWS = 10_000
+
+
+def deploy_study(store: Store, settings: Settings, study_id: str, replicas: int = 0) -> Deployment:
+    """Serves the study's best model as the Serve application named after the study."""
+    study = store.get_study(study_id)
+    if study.state is not StudyState.SUCCEEDED or not study.model_uri:
+        raise FailedPrecondition(f"study {study_id} is {study.state.value}; only a SUCCEEDED study can be deployed")
+    replicas = replicas or study.spec.deploy.replicas
+    deployment = Deployment(
+        name=study.name,
+        study_id=study_id,
+        state=DeploymentState.DEPLOYING,
+        replicas=replicas,
+        route=route_for(study.name),
+        model_uri=study.model_uri,
+        updated_at=now(),
+    )
+    store.put_deployment(deployment)
+    try:
+        deploy_model(study.name, study.model_uri, settings.mlflow_tracking_uri, replicas, settings.serve_http_port)
+    except Exception as error:
+        store.put_deployment(deployment.model_copy(update={"state": DeploymentState.FAILED, "error": repr(error)}))
+        raise
+    running = deployment.model_copy(update={"state": DeploymentState.RUNNING, "updated_at": now()})
+    store.put_deployment(running)
+    return running
+
+
+class AnnealService:
+    def __init__(self, settings: Settings, store: Store, jobs: JobLauncher) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+
+    # ------------------------------------------------------------ studies
+
+    def create_study(self, spec: StudySpec) -> Study:
+        check_spec(spec)
+        study = self.store.create_study(spec)
+        try:
+            job_id = self.jobs.submit(study.study_id)
+        except Exception as error:
+            self.store.transition(
+                study.study_id, [StudyState.PENDING], StudyState.FAILED, error=f"could not submit the Ray job: {error}"
+            )
+            raise Unavailable(f"could not submit the study to Ray: {error}") from error
+        self.store.update_study(study.study_id, ray_job_id=job_id)
+        return self.store.get_study(study.study_id)
+
+    def get_study(self, study_id: str) -> Study:
+        return self.store.get_study(study_id)
+
+    def list_studies(self) -> list[Study]:
+        return self.store.list_studies()
+
+    def watch_study(
+        self, study_id: str, after_sequence: int = 0, *, poll_s: float = 0.25, stop: threading.Event | None = None
+    ) -> Iterator[StudyEvent]:
+        """The study's events in order, until its STUDY_ENDED event (or `stop` is set)."""
+        self.store.get_study(study_id)  # NotFound before the stream starts
+        cursor = after_sequence
+        while stop is None or not stop.is_set():
+            batch = self.store.events_after(study_id, cursor)
+            for event in batch:
+                cursor = event.sequence
+                yield event
+                if event.kind is EventKind.STUDY_ENDED:
+                    return
+            if not batch:
+                time.sleep(poll_s)
+
+    def cancel_study(self, study_id: str) -> Study:
+        """Stops a pending or running study; cancelling a cancelled study is harmless."""
+        study = self.store.get_study(study_id)
+        if study.state is StudyState.CANCELLED:
+            return study
+        moved = self.store.transition(
+            study_id, [StudyState.PENDING, StudyState.RUNNING], StudyState.CANCELLED, message="cancelled by request"
+        )
+        if not moved:
+            current = self.store.get_study(study_id)
+            if current.state is StudyState.CANCELLED:
+                return current
+            raise FailedPrecondition(f"study {study_id} already ended {current.state.value}")
+        self.jobs.stop(study.ray_job_id)
+        return self.store.get_study(study_id)
+
+    # ------------------------------------------------------------ serving
+
+    def deploy(self, study_id: str, replicas: int = 0) -> Deployment:
+        if replicas < 0:
+            raise InvalidSpec.field("replicas", "must be >= 0")
+        return deploy_study(self.store, self.settings, study_id, replicas)
+
+    def get_deployment(self, name: str) -> Deployment:
+        return self.store.get_deployment(name)
+
+    def predict(self, name: str, rows: Sequence[Sequence[float]]) -> list[Prediction]:
+        if not rows:
+            raise InvalidSpec.field("rows", "send at least one row")
+        if len(rows) > MAX_PREDICT_ROWS:
+            raise InvalidSpec.field("rows", f"at most {MAX_PREDICT_ROWS} rows per call")
+        deployment = self.store.get_deployment(name)
+        if deployment.state is not DeploymentState.RUNNING:
+            raise FailedPrecondition(f"deployment {name} is {deployment.state.value}")
+        from ray import serve
+        from ray.exceptions import RayTaskError
+        from ray.serve.exceptions import RayServeException
+
+        try:
+            handle = serve.get_app_handle(name)
+            answers = handle.predict.remote([list(r) for r in rows]).result(timeout_s=PREDICT_TIMEOUT_S)
+        except RayTaskError as error:
+            if isinstance(error.cause, ValueError | TypeError):
+                raise InvalidSpec.field("rows", str(error.cause)) from None
+            raise
+        except RayServeException as error:
+            raise NotFound(f"deployment {name} is not running in Ray Serve: {error}") from None
+        return [Prediction(label=label, probabilities=probabilities) for label, probabilities in answers]

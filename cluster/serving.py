@@ -1,0 +1,103 @@
+"""Ray Serve: a model server rebuilt from trainer name, config and weights.
+
+The model package is a directory with `model.json` (trainer, config, data shape)
+and `weights.pt` (a state dict). Weights load with `weights_only=True`: no pickled
+code crosses from a trial to a server.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import serve
+from starlette.requests import Request
+
+from trainers.contract import DataShape, Trainer
+from trainers.registry import resolve
+
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+REPLICA_CPUS = 0.5
+
+
+def write_model_package(
+    directory: Path, trainer_name: str, config: Mapping[str, Any], shape: DataShape, weights: Mapping[str, torch.Tensor]
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "trainer": trainer_name,
+        "config": dict(config),
+        "shape": {"n_features": shape.n_features, "n_classes": shape.n_classes},
+    }
+    (directory / MODEL_FILE).write_text(json.dumps(manifest, indent=2))
+    torch.save(dict(weights), directory / WEIGHTS_FILE)
+
+
+class LoadedModel:
+    """A model rebuilt from a package directory, ready to predict."""
+
+    def __init__(self, directory: Path) -> None:
+        manifest = json.loads((directory / MODEL_FILE).read_text())
+        self.trainer: Trainer = resolve(manifest["trainer"]).load()
+        self.shape = DataShape(**manifest["shape"])
+        self.model = self.trainer.build_model(manifest["config"], self.shape)
+        state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
+        self.model.load_state_dict(state)
+        self.model.eval()
+
+    def predict(self, rows: Sequence[Sequence[float]]) -> list[tuple[int, list[float]]]:
+        if not rows:
+            return []
+        batch = torch.tensor(rows, dtype=torch.float32)
+        if batch.ndim != 2 or batch.shape[1] != self.shape.n_features:
+            raise ValueError(f"each row needs {self.shape.n_features} values, got shape {tuple(batch.shape)}")
+        probabilities = self.trainer.predict(self.model, batch)
+        labels = probabilities.argmax(dim=1)
+        return [(int(label), row.tolist()) for label, row in zip(labels, probabilities)]
+
+
+def download_model(model_uri: str, tracking_uri: str) -> Path:
+    import mlflow.artifacts
+
+    target = tempfile.mkdtemp(prefix="anneal-model-")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target, tracking_uri=tracking_uri))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS})
+class ModelServer:
+    """One replica of a deployed model: `predict` for handles, JSON over HTTP."""
+
+    def __init__(self, model_uri: str, tracking_uri: str) -> None:
+        torch.set_num_threads(1)
+        self.loaded = LoadedModel(download_model(model_uri, tracking_uri))
+
+    async def predict(self, rows: list[list[float]]) -> list[tuple[int, list[float]]]:
+        return self.loaded.predict(rows)
+
+    async def __call__(self, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        rows = body.get("rows", body.get("instances")) if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            return {"error": 'send {"rows": [[...], ...]}'}
+        try:
+            predictions = self.loaded.predict(rows)
+        except (ValueError, TypeError) as error:
+            return {"error": str(error)}
+        return {"predictions": [{"label": label, "probabilities": probs} for label, probs in predictions]}
+
+
+def route_for(name: str) -> str:
+    return f"/models/{name}"
+
+
+def deploy_model(name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
+    """Starts (or updates) the Serve application `name`; returns once it is running."""
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)
+    serve.run(app, name=name, route_prefix=route_for(name))
+    return route_for(name)

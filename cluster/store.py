@@ -1,0 +1,347 @@
+"""The store: studies, trials, the event stream and deployments (SQLAlchemy).
+
+SQLite by default (WAL, so the server and the study drivers write side by side),
+PostgreSQL when scaled out. Every write that must go with another is one
+transaction; state changes are conditional updates, so a late writer never
+overwrites a study that has already ended.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from anneal.errors import Conflict, NotFound
+from anneal.spec import StudySpec
+from anneal.types import (
+    TERMINAL_STUDY_STATES,
+    Deployment,
+    DeploymentState,
+    EventKind,
+    Study,
+    StudyEvent,
+    StudyState,
+    Trial,
+    TrialState,
+)
+
+metadata = sa.MetaData()
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("study_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, index=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("ray_job_id", sa.String(128), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("best_trial_id", sa.String(128), nullable=False, default=""),
+    sa.Column("best_test_metrics", sa.Text, nullable=False, default="{}"),
+    sa.Column("mlflow_experiment_id", sa.String(64), nullable=False, default=""),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=False, default=""),
+    sa.Column("model_uri", sa.Text, nullable=False, default=""),
+    sa.Column("registered_model", sa.String(256), nullable=False, default=""),
+    sa.Column("registered_model_version", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+
+trials = sa.Table(
+    "trials",
+    metadata,
+    sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), primary_key=True),
+    sa.Column("trial_id", sa.String(128), primary_key=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("config", sa.Text, nullable=False, default="{}"),
+    sa.Column("metrics", sa.Text, nullable=False, default="{}"),
+    sa.Column("epochs", sa.Integer, nullable=False, default=0),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=False, default=""),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("trial_id", sa.String(128), nullable=False, default=""),
+    sa.Column("study_state", sa.String(16), nullable=False, default=""),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("replicas", sa.Integer, nullable=False),
+    sa.Column("route", sa.String(256), nullable=False),
+    sa.Column("model_uri", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_study_id() -> str:
+    return "st-" + secrets.token_hex(6)
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands datetimes back naive; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Owner of study, trial, event and deployment records."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Tune pickles its callbacks with the experiment state: a store travels as its URL.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"])  # type: ignore[misc]
+
+    # ------------------------------------------------------------ studies
+
+    def create_study(self, spec: StudySpec, study_id: str | None = None) -> Study:
+        """Records a PENDING study; refuses a name that an active study holds."""
+        study_id = study_id or new_study_id()
+        moment = now()
+        with self.engine.begin() as conn:
+            active = conn.execute(
+                sa.select(studies.c.study_id).where(
+                    studies.c.name == spec.name,
+                    studies.c.state.notin_([s.value for s in TERMINAL_STUDY_STATES]),
+                )
+            ).first()
+            if active is not None:
+                raise Conflict(f"study name {spec.name!r} is in use by active study {active.study_id}")
+            conn.execute(
+                studies.insert().values(
+                    study_id=study_id,
+                    name=spec.name,
+                    spec=spec.model_dump_json(by_alias=True),
+                    state=StudyState.PENDING.value,
+                    ray_job_id="",
+                    created_at=moment,
+                    updated_at=moment,
+                )
+            )
+        return self.get_study(study_id)
+
+    def get_study(self, study_id: str) -> Study:
+        with self.engine.connect() as conn:
+            row = conn.execute(studies.select().where(studies.c.study_id == study_id)).first()
+            if row is None:
+                raise NotFound(f"no study {study_id!r}")
+            trial_rows = conn.execute(
+                trials.select().where(trials.c.study_id == study_id).order_by(trials.c.number)
+            ).all()
+        return _study_from_row(row, [_trial_from_row(t) for t in trial_rows])
+
+    def list_studies(self) -> list[Study]:
+        with self.engine.connect() as conn:
+            ids = conn.execute(sa.select(studies.c.study_id).order_by(studies.c.created_at)).scalars().all()
+        return [self.get_study(study_id) for study_id in ids]
+
+    def update_study(self, study_id: str, **values: Any) -> None:
+        if "best_test_metrics" in values:
+            values["best_test_metrics"] = json.dumps(values["best_test_metrics"])
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                studies.update().where(studies.c.study_id == study_id).values(updated_at=now(), **values)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no study {study_id!r}")
+
+    def transition(
+        self, study_id: str, allowed_from: Iterable[StudyState], to: StudyState, *, message: str = "", **values: Any
+    ) -> bool:
+        """Moves the study to `to` if it is in one of `allowed_from`, with its event, in one transaction.
+
+        Returns False (changing nothing) when the study was elsewhere, e.g. already cancelled.
+        """
+        if "best_test_metrics" in values:
+            values["best_test_metrics"] = json.dumps(values["best_test_metrics"])
+        moment = now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                studies.update()
+                .where(studies.c.study_id == study_id, studies.c.state.in_([s.value for s in allowed_from]))
+                .values(state=to.value, updated_at=moment, **values)
+            )
+            if result.rowcount == 0:
+                return False
+            if to.is_terminal:
+                conn.execute(
+                    trials.update()
+                    .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING.value)
+                    .values(state=TrialState.CANCELLED.value)
+                )
+            kind = EventKind.STUDY_ENDED if to.is_terminal else EventKind.STUDY_STARTED
+            self._add_event(conn, study_id, kind, moment, study_state=to.value, message=message or values.get("error", ""))
+        return True
+
+    # ------------------------------------------------------------ trials
+
+    def record_trial(self, study_id: str, trial: Trial, kind: EventKind) -> None:
+        """Upserts the trial and appends its event, unless the study has already ended."""
+        moment = now()
+        values = {
+            "state": trial.state.value,
+            "config": json.dumps(trial.config),
+            "metrics": json.dumps(trial.metrics),
+            "epochs": trial.epochs,
+            "mlflow_run_id": trial.mlflow_run_id,
+            "error": trial.error,
+        }
+        with self.engine.begin() as conn:
+            state = conn.execute(sa.select(studies.c.state).where(studies.c.study_id == study_id)).scalar()
+            if state is None:
+                raise NotFound(f"no study {study_id!r}")
+            if StudyState(state).is_terminal:
+                return
+            updated = conn.execute(
+                trials.update().where(trials.c.study_id == study_id, trials.c.trial_id == trial.trial_id).values(**values)
+            )
+            if updated.rowcount == 0:
+                count = conn.execute(
+                    sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id)
+                ).scalar_one()
+                conn.execute(trials.insert().values(study_id=study_id, trial_id=trial.trial_id, number=count, **values))
+            self._add_event(conn, study_id, kind, moment, trial_id=trial.trial_id)
+
+    # ------------------------------------------------------------ events
+
+    def _add_event(self, conn: Connection, study_id: str, kind: EventKind, moment: datetime, **values: Any) -> None:
+        conn.execute(events.insert().values(study_id=study_id, kind=kind.value, time=moment, **values))
+
+    def events_after(self, study_id: str, after_sequence: int, limit: int = 500) -> list[StudyEvent]:
+        """Events of the study with a larger sequence number, oldest first, each with its trial as it is now."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                events.select()
+                .where(events.c.study_id == study_id, events.c.sequence > after_sequence)
+                .order_by(events.c.sequence)
+                .limit(limit)
+            ).all()
+            trial_ids = {row.trial_id for row in rows if row.trial_id}
+            trial_rows = (
+                conn.execute(
+                    trials.select().where(trials.c.study_id == study_id, trials.c.trial_id.in_(trial_ids))
+                ).all()
+                if trial_ids
+                else []
+            )
+        by_id = {row.trial_id: _trial_from_row(row) for row in trial_rows}
+        return [
+            StudyEvent(
+                sequence=row.sequence,
+                study_id=row.study_id,
+                kind=EventKind(row.kind),
+                time=_utc(row.time),
+                trial=by_id.get(row.trial_id),
+                study_state=StudyState(row.study_state) if row.study_state else None,
+                message=row.message,
+            )
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------ deployments
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        values = deployment.model_dump(mode="python")
+        values["state"] = deployment.state.value
+        with self.engine.begin() as conn:
+            updated = conn.execute(deployments.update().where(deployments.c.name == deployment.name).values(**values))
+            if updated.rowcount == 0:
+                conn.execute(deployments.insert().values(**values))
+
+    def get_deployment(self, name: str) -> Deployment:
+        with self.engine.connect() as conn:
+            row = conn.execute(deployments.select().where(deployments.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no deployment {name!r}")
+        return Deployment(
+            name=row.name,
+            study_id=row.study_id,
+            state=DeploymentState(row.state),
+            replicas=row.replicas,
+            route=row.route,
+            model_uri=row.model_uri,
+            updated_at=_utc(row.updated_at),
+            error=row.error,
+        )
+
+
+def _trial_from_row(row: Any) -> Trial:
+    return Trial(
+        trial_id=row.trial_id,
+        state=TrialState(row.state),
+        config=json.loads(row.config),
+        metrics=json.loads(row.metrics),
+        epochs=row.epochs,
+        mlflow_run_id=row.mlflow_run_id,
+        error=row.error,
+    )
+
+
+def _study_from_row(row: Any, trial_list: list[Trial]) -> Study:
+    by_id: Mapping[str, Trial] = {t.trial_id: t for t in trial_list}
+    return Study(
+        study_id=row.study_id,
+        name=row.name,
+        spec=StudySpec.model_validate_json(row.spec),
+        state=StudyState(row.state),
+        ray_job_id=row.ray_job_id,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+        trials=trial_list,
+        best_trial=by_id.get(row.best_trial_id),
+        best_test_metrics=json.loads(row.best_test_metrics),
+        mlflow_experiment_id=row.mlflow_experiment_id,
+        mlflow_run_id=row.mlflow_run_id,
+        registered_model=row.registered_model,
+        registered_model_version=row.registered_model_version,
+        error=row.error,
+        model_uri=row.model_uri,
+    )

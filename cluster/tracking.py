@@ -1,0 +1,103 @@
+"""MLflow: one experiment per study, a parent run for the study, a child run per trial,
+the best model's weights and config as artifacts, and a registered model version."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+MODEL_ARTIFACT_PATH = "model"
+MAX_PARAMS_PER_BATCH = 100
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]
+
+
+class MlflowTracker:
+    """What the study driver writes to MLflow. Not thread-safe; the Tune loop calls it serially."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = ""
+        self.parent_run_id = ""
+
+    # Tune pickles its callbacks with the experiment state: no live client inside.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+
+    def start_study(self, study_id: str, name: str, spec_yaml: str, fixed_params: Mapping[str, Any]) -> None:
+        experiment_name = f"{name}/{study_id}"
+        found = self.client.get_experiment_by_name(experiment_name)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            self.experiment_id = self.client.create_experiment(
+                experiment_name,
+                artifact_location=f"{self.artifact_root}/{study_id}",
+                tags={"anneal.study_id": study_id, "anneal.study_name": name},
+            )
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"anneal.study_id": study_id, "anneal.kind": "study"},
+        )
+        self.parent_run_id = run.info.run_id
+        self._log_params(self.parent_run_id, fixed_params)
+        self.client.log_text(self.parent_run_id, spec_yaml, "study.yaml")
+
+    def start_trial(self, trial_id: str, params: Mapping[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_id,
+            tags={"mlflow.parentRunId": self.parent_run_id, "anneal.trial_id": trial_id, "anneal.kind": "trial"},
+        )
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()])
+
+    def end_run(self, run_id: str, status: str, error: str = "") -> None:
+        if error:
+            self.client.set_tag(run_id, "anneal.error", error[:5000])
+        self.client.set_terminated(run_id, status)
+
+    def log_best(self, trial_id: str, model_dir: Path, metrics: Mapping[str, float]) -> str:
+        """Logs the best model under the parent run; returns its artifact URI."""
+        self.client.set_tag(self.parent_run_id, "anneal.best_trial_id", trial_id)
+        if metrics:
+            self.log_metrics(self.parent_run_id, metrics, step=0)
+        self.client.log_artifacts(self.parent_run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+        run = self.client.get_run(self.parent_run_id)
+        return f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+
+    def register(self, name: str, model_uri: str) -> int:
+        try:
+            self.client.create_registered_model(name, tags={"anneal": "true"})
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(name, source=model_uri, run_id=self.parent_run_id)
+        return int(version.version)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -1,0 +1,167 @@
+"""Ray Tune + Optuna wiring: the spec becomes a `Tuner`, a trainer becomes a trainable."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from anneal.spec import StudySpec
+from trainers.contract import TrainerInfo
+from trainers.datasets import load_splits
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
+    space: dict[str, BaseDistribution] = {}
+    for name, domain in spec.search_space.items():
+        if domain.float_range is not None:
+            r = domain.float_range
+            space[name] = FloatDistribution(r.low, r.high, log=r.log)
+        elif domain.int_range is not None:
+            i = domain.int_range
+            space[name] = IntDistribution(i.low, i.high, log=i.log)
+        else:
+            space[name] = CategoricalDistribution(list(domain.categorical or []))
+    return space
+
+
+def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    seed = spec.search.seed
+    samplers: dict[str, Any] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+    }
+    sampler: optuna.samplers.BaseSampler = samplers[spec.search.sampler]()
+    return sampler
+
+
+def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
+    config = spec.scheduler
+    if config.asha is not None:
+        epochs = _epochs(spec, info)
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(epochs, config.asha.grace_period),
+            grace_period=config.asha.grace_period,
+            reduction_factor=config.asha.reduction_factor,
+        )
+    if config.median is not None:
+        return MedianStoppingRule(
+            time_attr="training_iteration",
+            grace_period=config.median.grace_period,
+            min_samples_required=config.median.min_samples_required,
+        )
+    return FIFOScheduler()
+
+
+def _epochs(spec: StudySpec, info: TrainerInfo) -> int:
+    if info.epochs_param is None:
+        return 100
+    value = spec.params.get(info.epochs_param, info.params[info.epochs_param].default if info.params else 100)
+    return int(value)
+
+
+class TuneTrainContext:
+    """The trainer's context inside a Ray Tune trial."""
+
+    def __init__(self, num_threads: int, device: str) -> None:
+        self._num_threads = num_threads
+        self._device = device
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def num_threads(self) -> int:
+        return self._num_threads
+
+    def report(self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
+        if checkpoint is None:
+            tune.report(dict(metrics))
+            return
+        # Tune copies the directory into the experiment storage before report returns.
+        with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
+            torch.save(dict(checkpoint), Path(directory) / CHECKPOINT_FILE)
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        return load_checkpoint_state(checkpoint)
+
+
+def load_checkpoint_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        state: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    return state
+
+
+def make_trainable(spec: StudySpec, info: TrainerInfo) -> Any:
+    """The function Tune runs for each trial: fixed params merged with the sampled config."""
+    fixed = dict(spec.params)
+    dataset = spec.dataset
+    cpus = max(1, int(spec.resources.cpu))
+    wants_gpu = spec.resources.gpu > 0
+
+    def run_trial(config: dict[str, Any]) -> None:
+        trainer = info.load()
+        data = load_splits(dataset.name, dataset.validation_fraction, dataset.test_fraction, dataset.split_seed)
+        device = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+        trainer.train({**fixed, **config}, data, TuneTrainContext(cpus, device))
+
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(run_trial, resources)
+
+
+def build_tuner(
+    spec: StudySpec,
+    info: TrainerInfo,
+    *,
+    experiment_name: str,
+    storage_path: str,
+    callbacks: list[tune.Callback],
+) -> tune.Tuner:
+    search = OptunaSearch(
+        space=optuna_space(spec),
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+        sampler=optuna_sampler(spec),
+    )
+    os.makedirs(storage_path, exist_ok=True)
+    return tune.Tuner(
+        make_trainable(spec, info),
+        tune_config=tune.TuneConfig(
+            metric=spec.objective.metric,
+            mode=spec.objective.mode,
+            search_alg=search,
+            scheduler=scheduler(spec, info),
+            num_samples=spec.budget.max_trials,
+            max_concurrent_trials=spec.budget.max_concurrent_trials,
+            time_budget_s=spec.budget.time_budget_s,
+            # A fresh worker per trial costs a process start and a torch import each time.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_name,
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )

@@ -1,0 +1,105 @@
+"""The trainer registry, and the checks of a spec against it.
+
+Built-in trainers are listed here; packages add more through the
+`anneal.trainers` entry-point group, whose objects are `TrainerInfo`s. Over gRPC
+only registered names are accepted: the API never imports a module a caller
+names. `allow_import_paths=True` (used by `anneal run` on the cluster) also
+accepts `package.module:function` returning a `TrainerInfo`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from anneal.errors import FieldError, InvalidSpec
+from anneal.spec import StudySpec
+from trainers.contract import ParamInfo, TrainerInfo
+from trainers.datasets import DATASETS
+
+ENTRY_POINT_GROUP = "anneal.trainers"
+
+MLP_CLASSIFIER = TrainerInfo(
+    name="mlp_classifier",
+    target="trainers.mlp:MLPClassifierTrainer",
+    description="A PyTorch multi-layer perceptron for tabular classification.",
+    metrics=frozenset({"val_accuracy", "val_loss", "train_loss"}),
+    datasets=DATASETS,
+    epochs_param="epochs",
+    params={
+        "epochs": ParamInfo(20, "Passes over the training rows."),
+        "batch_size": ParamInfo(32, "Rows per optimiser step."),
+        "lr": ParamInfo(1e-3, "Learning rate."),
+        "hidden_size": ParamInfo(64, "Units per hidden layer."),
+        "num_layers": ParamInfo(1, "Hidden layers."),
+        "dropout": ParamInfo(0.0, "Dropout probability after each hidden layer."),
+        "optimizer": ParamInfo("adam", "adam or sgd."),
+        "momentum": ParamInfo(0.9, "Momentum of sgd."),
+        "weight_decay": ParamInfo(0.0, "L2 penalty."),
+        "seed": ParamInfo(0, "Seed of initialisation and shuffling."),
+    },
+)
+
+BUILT_INS: dict[str, TrainerInfo] = {MLP_CLASSIFIER.name: MLP_CLASSIFIER}
+
+
+def import_target(target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{target!r} is not of the form package.module:name")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@functools.lru_cache(maxsize=1)
+def registered() -> Mapping[str, TrainerInfo]:
+    """Built-ins plus the `anneal.trainers` entry points, by name."""
+    found = dict(BUILT_INS)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        info = entry.load()
+        if isinstance(info, TrainerInfo):
+            found[info.name] = info
+    return found
+
+
+def resolve(name: str, *, allow_import_paths: bool = False) -> TrainerInfo:
+    """The trainer a spec names, or InvalidSpec naming the `trainer` field."""
+    known = registered()
+    if name in known:
+        return known[name]
+    if allow_import_paths and ":" in name:
+        try:
+            info = import_target(name)()
+        except Exception as error:  # any failure to import is the user's field error
+            raise InvalidSpec.field("trainer", f"cannot load {name!r}: {error}") from None
+        if not isinstance(info, TrainerInfo):
+            raise InvalidSpec.field("trainer", f"{name!r} did not return a TrainerInfo")
+        return info
+    raise InvalidSpec.field("trainer", f"unknown trainer {name!r}; registered: {', '.join(sorted(known))}")
+
+
+def check_spec(spec: StudySpec, *, allow_import_paths: bool = False) -> TrainerInfo:
+    """Checks what only the registry knows; returns the trainer's entry or raises InvalidSpec."""
+    info = resolve(spec.trainer, allow_import_paths=allow_import_paths)
+    errors: list[FieldError] = []
+    if spec.dataset.name not in info.datasets:
+        errors.append(
+            FieldError("dataset.name", f"unknown dataset {spec.dataset.name!r}; {info.name} knows {', '.join(sorted(info.datasets))}")
+        )
+    if spec.objective.metric not in info.metrics:
+        errors.append(
+            FieldError(
+                "objective.metric",
+                f"{info.name} does not report {spec.objective.metric!r}; it reports {', '.join(sorted(info.metrics))}",
+            )
+        )
+    if info.params:
+        for section, names in (("params", spec.params), ("search_space", spec.search_space)):
+            for name in names:
+                if name not in info.params:
+                    errors.append(FieldError(f"{section}.{name}", f"not a parameter of {info.name}"))
+    if errors:
+        raise InvalidSpec(errors)
+    return info
