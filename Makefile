@@ -1,10 +1,10 @@
 # The set-up and daily commands. Every target creates .venv itself when needed.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint protos bench up down clean
+.PHONY: demo test unit integration lint protos up down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/anneal demo
+	$(BIN)/anneal --home .anneal demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -30,9 +30,6 @@ lint: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/anneal/v1/*.proto
-
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.serving
 
 up: $(STAMP)
 	$(BIN)/anneal up

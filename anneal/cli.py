@@ -40,8 +40,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = Settings.load(home=args.home, grpc_address=args.address, num_cpus=args.num_cpus)
     cluster = up(settings, log=console.print)
-    out.print(f"anneal is up: gRPC {cluster.grpc_address}, Ray dashboard {cluster.ray_dashboard_url}, "
-              f"Serve HTTP http://127.0.0.1:{cluster.serve_http_port}")
+    out.print(
+        f"anneal is up: gRPC {cluster.grpc_address}, Ray dashboard {cluster.ray_dashboard_url}, "
+        f"Serve HTTP http://127.0.0.1:{cluster.serve_http_port}"
+    )
     return 0
 
 
@@ -116,7 +118,9 @@ def watch_with_progress(client: Client, study_id: str) -> Study:
             elif event.kind is EventKind.STUDY_STARTED:
                 progress.update(task, description=f"{study.name}: running")
             elif event.kind is EventKind.STUDY_ENDED:
-                progress.update(task, description=f"{study.name}: {event.study_state.value if event.study_state else ''}")
+                progress.update(
+                    task, description=f"{study.name}: {event.study_state.value if event.study_state else ''}"
+                )
     return client.get_study(study_id)
 
 
@@ -153,8 +157,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 0
         table = Table("study", "name", "state", "trials", "created")
         for study in client.list_studies():
-            table.add_row(study.study_id, study.name, study.state.value, str(len(study.trials)),
-                          study.created_at.isoformat(timespec="seconds"))
+            table.add_row(
+                study.study_id,
+                study.name,
+                study.state.value,
+                str(len(study.trials)),
+                study.created_at.isoformat(timespec="seconds"),
+            )
         out.print(table)
     return 0
 
@@ -169,8 +178,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     with _client(args) as client:
         deployment = client.deploy(args.study_id, args.replicas)
-        out.print(f"deployment {deployment.name}: {deployment.state.value}, {deployment.replicas} replica(s), "
-                  f"HTTP route {deployment.route}")
+        out.print(
+            f"deployment {deployment.name}: {deployment.state.value}, {deployment.replicas} replica(s), "
+            f"HTTP route {deployment.route}"
+        )
     return 0
 
 

@@ -104,5 +104,3 @@ class Client:
         request = pb.PredictRequest(deployment=deployment, rows=[pb.Row(values=list(map(float, r))) for r in rows])
         response = _call(lambda: self._stub.Predict(request, timeout=self.timeout_s))
         return [convert.prediction_from_pb(p) for p in response.predictions]
-
-

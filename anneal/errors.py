@@ -67,8 +67,7 @@ class Internal(AnnealError):
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AnnealError]] = {
-    cls.code: cls
-    for cls in (InvalidSpec, NotFound, Conflict, FailedPrecondition, Unavailable, Internal)
+    cls.code: cls for cls in (InvalidSpec, NotFound, Conflict, FailedPrecondition, Unavailable, Internal)
 }
 
 

@@ -61,5 +61,7 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """The settings as `ANNEAL_*` variables, to hand to a Ray job or a child process."""
         values = self.model_dump(mode="json")
-        return {f"ANNEAL_{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
-                for key, value in values.items()}
+        return {
+            f"ANNEAL_{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in values.items()
+        }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from anneal.errors import FieldError, InvalidSpec
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 Sampler = Literal["tpe", "random", "gp", "cmaes"]
 Mode = Literal["max", "min"]
 
@@ -107,9 +107,7 @@ class Domain(_Spec):
 
 class DatasetSpec(_Spec):
     name: str = Field(description="A dataset the trainer knows, e.g. digits, wine, breast_cancer, iris.")
-    validation_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Share of rows held out to score each trial."
-    )
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out to score each trial.")
     test_fraction: float = Field(
         0.2, ge=0, lt=1, description="Share of rows held out from tuning to score the final model."
     )

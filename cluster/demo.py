@@ -43,7 +43,7 @@ def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Cons
             labels = []
             for start in range(0, len(rows), PREDICT_BATCH):
                 labels += [p.label for p in client.predict(deployment.name, rows[start : start + PREDICT_BATCH])]
-            served = sum(int(a == b) for a, b in zip(labels, data.y_test.tolist())) / len(rows)
+            served = sum(int(a == b) for a, b in zip(labels, data.y_test.tolist(), strict=True)) / len(rows)
             http_label = _predict_over_http(cluster.serve_http_port, deployment.route, rows[0])
 
         metric = spec.objective.metric
@@ -51,7 +51,9 @@ def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Cons
         out.print(f"best {metric}:       {study.best_trial.metrics[metric]:.4f}  (trial {study.best_trial.trial_id})")
         out.print(f"served accuracy:          {served:.4f}  on {len(rows)} held-out rows through gRPC Predict")
         out.print(f"HTTP {deployment.route}: first held-out row -> {http_label} (true {int(data.y_test[0])})")
-        out.print(f"MLflow: {settings.mlflow_tracking_uri}, model {study.registered_model} v{study.registered_model_version}")
+        out.print(
+            f"MLflow: {settings.mlflow_tracking_uri}, model {study.registered_model} v{study.registered_model_version}"
+        )
         out.print(f"demo took {time.monotonic() - started:.0f} s")
         if served < REQUIRED_ACCURACY:
             console.print(f"[red]served accuracy {served:.4f} is below {REQUIRED_ACCURACY}[/red]")

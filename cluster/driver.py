@@ -66,7 +66,9 @@ def trial_error(trial: TuneTrial) -> str:
 class TrialRecorder(tune.Callback):
     """Writes each trial's start, results and end to the store and MLflow."""
 
-    def __init__(self, store: Store, tracker: MlflowTracker, study_id: str, fixed: Mapping[str, Any], epochs: int) -> None:
+    def __init__(
+        self, store: Store, tracker: MlflowTracker, study_id: str, fixed: Mapping[str, Any], epochs: int
+    ) -> None:
         self.store = store
         self.tracker = tracker
         self.study_id = study_id
@@ -176,9 +178,7 @@ def _tune_and_finish(
         tracker.end_run(tracker.parent_run_id, "KILLED")
         return
     metric, sign = spec.objective.metric, (1 if spec.objective.mode == "max" else -1)
-    scored = [
-        r for r in results if r.error is None and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint
-    ]
+    scored = [r for r in results if r.error is None and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint]
     if not scored:
         errors = sum(1 for r in results if r.error is not None)
         reason = f"no trial reported {metric}: {errors} of {len(results)} trials failed"
@@ -230,5 +230,5 @@ def score(model: LoadedModel, x: Any, y: Any) -> dict[str, float]:
     if len(y) == 0:
         return {}
     predictions = model.predict(x.tolist())
-    correct = sum(1 for (label, _), truth in zip(predictions, y) if label == int(truth))
+    correct = sum(1 for (label, _), truth in zip(predictions, y, strict=True) if label == int(truth))
     return {"test_accuracy": correct / len(y)}

@@ -20,7 +20,9 @@ class JobLauncher:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.ray_dashboard_url:
-            raise ValueError("ray_dashboard_url is not set: start a cluster with `anneal up` or pass --ray-dashboard-url")
+            raise ValueError(
+                "ray_dashboard_url is not set: start a cluster with `anneal up` or pass --ray-dashboard-url"
+            )
         self.settings = settings
         self.client = JobSubmissionClient(settings.ray_dashboard_url)
 

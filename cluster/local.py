@@ -1,8 +1,8 @@
 """`anneal up` / `anneal down`: the embedded setup on one machine.
 
 `up` starts a Ray head (its own temp dir and ports, all on loopback, token
-authentication on) and the gRPC server, each in its own process group, and
-records their process ids under ANNEAL_HOME. `down` stops exactly those groups;
+authentication on) and the gRPC server, each in its own session, and
+records their process ids under ANNEAL_HOME. `down` stops exactly those sessions;
 nothing here stops processes by name, so a user's other Ray clusters live on.
 """
 
@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anneal.settings import CLUSTER_FILE, Settings
 
 LOOPBACK = "127.0.0.1"
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
 
@@ -77,28 +78,33 @@ def read_cluster(home: Path) -> LocalCluster | None:
     return LocalCluster(**json.loads(path.read_text()))
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies left to a non-reaping init do not count)."""
-    _reap(pgid)
+def session_members(sid: int) -> list[int]:
+    """Live processes of the session `sid` (`up` starts each tree as its own session; Ray's
+    workers make their own process groups but stay in it). Zombies do not count."""
     proc = Path("/proc")
-    if not proc.is_dir():
+    if not proc.is_dir():  # no /proc: fall back to the process group of the leader
         try:
-            os.killpg(pgid, 0)
+            os.killpg(sid, 0)
         except ProcessLookupError:
-            return False
-        return True
+            return []
+        return [sid]
+    members = []
     for stat in proc.glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            return True
-    return False
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members
 
 
-def up(settings: Settings, *, log: callable = print) -> LocalCluster:  # type: ignore[valid-type]
+def group_alive(sid: int) -> bool:
+    _reap(sid)
+    return bool(session_members(sid))
+
+
+def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalCluster:
     """Starts Ray and the gRPC server unless this ANNEAL_HOME has them running already."""
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
@@ -108,11 +114,38 @@ def up(settings: Settings, *, log: callable = print) -> LocalCluster:  # type: i
         return existing
     if existing:
         down(settings, log=log)
-    logs = home / "logs"
-    logs.mkdir(exist_ok=True)
+    cluster, configured, dashboard_port = plan_cluster(settings)
+    cluster.ray_pid = start_ray(configured, cluster, dashboard_port, log)
+    _write(home, cluster)
+    log(f"starting the anneal gRPC server at {cluster.grpc_address}")
+    server = [sys.executable, "-m", "anneal", "serve", "--reflection"]
+    cluster.server_pid = _spawn(server, child_env(configured), home / "logs" / "server.log")
+    _write(home, cluster)
+    _wait_for_health(cluster.grpc_address, cluster.server_pid, home / "logs" / "server.log")
+    return cluster
 
+
+def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, log: Callable[[str], object]) -> int:
+    """Starts the Ray head with `settings` in its environment (its jobs inherit them); returns its session id."""
+    env = child_env(settings)
+    ensure_ray_token(env)
+    log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
+    (settings.home / "logs").mkdir(parents=True, exist_ok=True)
+    command = _ray_start_command(cluster, settings.num_cpus, dashboard_port)
+    pid = _spawn(command, env, settings.home / "logs" / "ray.log")
+    try:
+        _wait_for_ray(cluster.ray_dashboard_url, pid)
+    except BaseException:
+        stop_group(pid)
+        raise
+    return pid
+
+
+def plan_cluster(settings: Settings) -> tuple[LocalCluster, Settings, int]:
+    """Free loopback ports for a new local cluster, and the settings that point at it."""
     gcs_port, dashboard_port = free_port(), free_port()
-    serve_port = settings.serve_http_port if port_is_free(settings.serve_http_port) else free_port()
+    wanted = settings.serve_http_port
+    serve_port = wanted if wanted and port_is_free(wanted) else free_port()
     host, _, grpc_port = settings.grpc_address.rpartition(":")
     grpc_address = settings.grpc_address if port_is_free(int(grpc_port)) else f"{host}:{free_port()}"
     cluster = LocalCluster(
@@ -122,7 +155,7 @@ def up(settings: Settings, *, log: callable = print) -> LocalCluster:  # type: i
         ray_dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",
         grpc_address=grpc_address,
         serve_http_port=serve_port,
-        ray_temp_dir=ray_temp_dir(home),
+        ray_temp_dir=ray_temp_dir(settings.home),
     )
     configured = settings.model_copy(
         update={
@@ -132,18 +165,7 @@ def up(settings: Settings, *, log: callable = print) -> LocalCluster:  # type: i
             "serve_http_port": serve_port,
         }
     )
-    env = child_env(configured)
-    ensure_ray_token(env)
-    log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
-    cluster.ray_pid = _spawn(_ray_start_command(cluster, settings.num_cpus, dashboard_port), env, logs / "ray.log")
-    _write(home, cluster)
-    _wait_for_ray(cluster)
-    log(f"starting the anneal gRPC server at {grpc_address}")
-    server = [sys.executable, "-m", "anneal", "serve", "--reflection"]
-    cluster.server_pid = _spawn(server, env, logs / "server.log")
-    _write(home, cluster)
-    _wait_for_health(grpc_address, cluster.server_pid, logs / "server.log")
-    return cluster
+    return cluster, configured, dashboard_port
 
 
 def ensure_ray_token(env: dict[str, str]) -> None:
@@ -173,7 +195,12 @@ def _ray_start_command(cluster: LocalCluster, num_cpus: int, dashboard_port: int
 def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> int:
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return process.pid
 
@@ -185,15 +212,15 @@ def _write(home: Path, cluster: LocalCluster) -> None:
     temporary.replace(path)
 
 
-def _wait_for_ray(cluster: LocalCluster) -> None:
+def _wait_for_ray(dashboard_url: str, pid: int) -> None:
     from ray.job_submission import JobSubmissionClient
 
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
-        if not group_alive(cluster.ray_pid):
+        if not group_alive(pid):
             raise RuntimeError("the Ray head exited during start-up; see logs/ray.log under ANNEAL_HOME")
         try:
-            JobSubmissionClient(cluster.ray_dashboard_url).list_jobs()
+            JobSubmissionClient(dashboard_url).list_jobs()
             return
         except Exception as error:
             if time.monotonic() > deadline:
@@ -222,7 +249,7 @@ def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
             time.sleep(0.5)
 
 
-def down(settings: Settings, *, log: callable = print) -> None:  # type: ignore[valid-type]
+def down(settings: Settings, *, log: Callable[[str], object] = print) -> None:
     """Stops the server, then Ray, that `up` started for this ANNEAL_HOME."""
     cluster = read_cluster(settings.home)
     if cluster is None:
@@ -230,27 +257,27 @@ def down(settings: Settings, *, log: callable = print) -> None:  # type: ignore[
         return
     for name, pid in (("anneal server", cluster.server_pid), ("Ray head", cluster.ray_pid)):
         if pid and group_alive(pid):
-            log(f"stopping {name} (process group {pid})")
+            log(f"stopping {name} (session {pid})")
             stop_group(pid)
     (settings.home / CLUSTER_FILE).unlink(missing_ok=True)
 
 
-def stop_group(pgid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after `timeout_s`."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def stop_group(sid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every process of the session, then SIGKILL whatever is left after `timeout_s`."""
+    _signal_all(sid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while group_alive(pgid) and time.monotonic() < deadline:
-        _reap(pgid)
+    while group_alive(sid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if group_alive(pgid):
+    _signal_all(sid, signal.SIGKILL)
+    _reap(sid)
+
+
+def _signal_all(sid: int, signum: int) -> None:
+    for pid in session_members(sid):
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
-    _reap(pgid)
 
 
 def _reap(pid: int) -> None:

@@ -99,7 +99,9 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
 class RunningServer:
     """A started gRPC server and what is needed to stop it cleanly."""
 
-    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, stopping: threading.Event):
+    def __init__(
+        self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, stopping: threading.Event
+    ):
         self.server = server
         self.port = port
         self.health = health_servicer

@@ -58,14 +58,16 @@ class LoadedModel:
             raise ValueError(f"each row needs {self.shape.n_features} values, got shape {tuple(batch.shape)}")
         probabilities = self.trainer.predict(self.model, batch)
         labels = probabilities.argmax(dim=1)
-        return [(int(label), row.tolist()) for label, row in zip(labels, probabilities)]
+        return [(int(label), row.tolist()) for label, row in zip(labels, probabilities, strict=True)]
 
 
-def download_model(model_uri: str, tracking_uri: str) -> Path:
+def load_from_mlflow(model_uri: str, tracking_uri: str) -> LoadedModel:
+    """Fetches the model package from MLflow and rebuilds the model; the copy is removed after."""
     import mlflow.artifacts
 
-    target = tempfile.mkdtemp(prefix="anneal-model-")
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target, tracking_uri=tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="anneal-model-") as target:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target, tracking_uri=tracking_uri)
+        return LoadedModel(Path(path))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS})
@@ -74,7 +76,7 @@ class ModelServer:
 
     def __init__(self, model_uri: str, tracking_uri: str) -> None:
         torch.set_num_threads(1)
-        self.loaded = LoadedModel(download_model(model_uri, tracking_uri))
+        self.loaded = load_from_mlflow(model_uri, tracking_uri)
 
     async def predict(self, rows: list[list[float]]) -> list[tuple[int, list[float]]]:
         return self.loaded.predict(rows)

@@ -218,7 +218,9 @@ class Store:
                     .values(state=TrialState.CANCELLED.value)
                 )
             kind = EventKind.STUDY_ENDED if to.is_terminal else EventKind.STUDY_STARTED
-            self._add_event(conn, study_id, kind, moment, study_state=to.value, message=message or values.get("error", ""))
+            self._add_event(
+                conn, study_id, kind, moment, study_state=to.value, message=message or values.get("error", "")
+            )
         return True
 
     # ------------------------------------------------------------ trials
@@ -241,7 +243,9 @@ class Store:
             if StudyState(state).is_terminal:
                 return
             updated = conn.execute(
-                trials.update().where(trials.c.study_id == study_id, trials.c.trial_id == trial.trial_id).values(**values)
+                trials.update()
+                .where(trials.c.study_id == study_id, trials.c.trial_id == trial.trial_id)
+                .values(**values)
             )
             if updated.rowcount == 0:
                 count = conn.execute(

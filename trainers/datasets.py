@@ -38,9 +38,7 @@ def load_splits(name: str, validation_fraction: float, test_fraction: float, spl
     x = x.astype(np.float32)
     y = y.astype(np.int64)
     held_out = validation_fraction + test_fraction
-    x_train, x_rest, y_train, y_rest = train_test_split(
-        x, y, test_size=held_out, random_state=split_seed, stratify=y
-    )
+    x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=held_out, random_state=split_seed, stratify=y)
     if test_fraction > 0:
         x_val, x_test, y_val, y_test = train_test_split(
             x_rest, y_rest, test_size=test_fraction / held_out, random_state=split_seed, stratify=y_rest

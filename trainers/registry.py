@@ -86,7 +86,10 @@ def check_spec(spec: StudySpec, *, allow_import_paths: bool = False) -> TrainerI
     errors: list[FieldError] = []
     if spec.dataset.name not in info.datasets:
         errors.append(
-            FieldError("dataset.name", f"unknown dataset {spec.dataset.name!r}; {info.name} knows {', '.join(sorted(info.datasets))}")
+            FieldError(
+                "dataset.name",
+                f"unknown dataset {spec.dataset.name!r}; {info.name} knows {', '.join(sorted(info.datasets))}",
+            )
         )
     if spec.objective.metric not in info.metrics:
         errors.append(

@@ -1,0 +1,104 @@
+"""The gRPC surface: status codes, health, reflection, cancel."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+import ray
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from anneal import InvalidSpec, NotFound, StudyState
+from anneal import convert
+from anneal.v1 import anneal_pb2 as pb
+from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
+from tests.integration.conftest import Stack, small_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda m: m.ClearField("search_space"), "search_space"),
+        (lambda m: setattr(m.search_space[0].float, "low", 0.0), "search_space.lr.float.low"),
+        (lambda m: setattr(m, "trainer", "no_such_trainer"), "trainer"),
+        (lambda m: setattr(m.dataset, "name", "mnist"), "dataset.name"),
+        (lambda m: setattr(m.search, "sampler", 42), "search.sampler"),
+        (lambda m: setattr(m.budget, "max_trials", -1), "budget.max_trials"),
+        (lambda m: setattr(m.objective, "metric", "f1"), "objective.metric"),
+    ],
+)
+def test_invalid_spec_is_invalid_argument_naming_the_field(stack: Stack, mutate: object, field: str) -> None:
+    message = convert.spec_to_pb(small_spec("it-bad"))
+    mutate(message)  # type: ignore[operator]
+    with grpc.insecure_channel(stack.address) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            AnnealServiceStub(channel).CreateStudy(pb.CreateStudyRequest(spec=message), timeout=30)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field}:" in (caught.value.details() or "")
+
+
+def test_client_raises_invalid_spec_and_nothing_is_recorded(stack: Stack) -> None:
+    with stack.client() as client:
+        before = len(client.list_studies())
+        with pytest.raises(InvalidSpec) as caught:
+            client.create_study(small_spec("it-bad", trainer="nope"))
+        assert caught.value.errors[0].path == "trainer"
+        assert len(client.list_studies()) == before
+
+
+def test_unknown_study_is_not_found(stack: Stack) -> None:
+    with stack.client() as client:
+        for call in (client.get_study, client.cancel_study, client.deploy):
+            with pytest.raises(NotFound):
+                call("st-missing")
+        with pytest.raises(NotFound):
+            list(client.watch_study("st-missing"))
+
+
+def test_health_serves_and_reflection_lists_the_service(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "anneal.v1.AnnealService" in names and "grpc.health.v1.Health" in names
+
+
+def test_cancel_stops_a_running_study_and_frees_its_resources(stack: Stack) -> None:
+    spec = small_spec(
+        "it-cancel",
+        params={"epochs": 200, "batch_size": 8},
+        budget={"max_trials": 50, "max_concurrent_trials": 2},
+    )
+    jobs = JobSubmissionClient(stack.settings.ray_dashboard_url)
+    with stack.client() as client:
+        study = client.create_study(spec)
+        deadline = time.monotonic() + 120
+        while not any(t.epochs >= 1 for t in client.get_study(study.study_id).trials):
+            assert time.monotonic() < deadline, "no trial reported within 120 s"
+            time.sleep(0.5)
+
+        cancelled = client.cancel_study(study.study_id)
+        assert cancelled.state is StudyState.CANCELLED
+        assert client.cancel_study(study.study_id).state is StudyState.CANCELLED  # twice is harmless
+
+        deadline = time.monotonic() + 60
+        while jobs.get_job_status(study.ray_job_id) not in (JobStatus.STOPPED, JobStatus.FAILED):
+            assert time.monotonic() < deadline, "the Ray job did not stop"
+            time.sleep(0.5)
+        total = ray.cluster_resources().get("CPU", 0)
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < total - 1.0:  # Serve replicas may hold some
+            assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
+            time.sleep(0.5)
+        time.sleep(2)
+        final = client.get_study(study.study_id)
+        assert final.state is StudyState.CANCELLED
+        assert all(t.state.is_terminal for t in final.trials)
+        assert len(final.trials) < 50

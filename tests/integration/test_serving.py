@@ -1,0 +1,65 @@
+"""Deploy puts the best model on Ray Serve; Predict and the HTTP route answer with the study's accuracy."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from anneal import FailedPrecondition, InvalidSpec, NotFound, StudyState
+from anneal.types import DeploymentState
+from tests.integration.conftest import Stack, small_spec
+from trainers.datasets import load_splits
+
+pytestmark = pytest.mark.integration
+
+
+def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack) -> None:
+    spec = small_spec("it-serve")
+    with stack.client() as client:
+        study = client.wait_for_study(client.create_study(spec).study_id, timeout_s=600)
+        assert study.state is StudyState.SUCCEEDED, study.error
+
+        deployment = client.deploy(study.study_id)
+        assert deployment.state is DeploymentState.RUNNING
+        assert deployment.route == "/models/it-serve"
+        assert client.get_deployment("it-serve") == deployment
+
+        d = spec.dataset
+        data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+        predictions = client.predict("it-serve", data.x_test.tolist())
+        assert len(predictions) == len(data.y_test)
+        assert all(abs(sum(p.probabilities) - 1) < 1e-4 for p in predictions)
+        served = sum(p.label == y for p, y in zip(predictions, data.y_test.tolist(), strict=True)) / len(predictions)
+        assert served == pytest.approx(study.best_test_metrics["test_accuracy"], abs=0.02)
+
+        with pytest.raises(InvalidSpec, match="rows"):
+            client.predict("it-serve", [[1.0, 2.0]])
+        with pytest.raises(InvalidSpec, match="rows"):
+            client.predict("it-serve", [])
+
+    url = f"http://127.0.0.1:{stack.settings.serve_http_port}/models/it-serve"
+    body = json.dumps({"rows": data.x_test[:3].tolist()}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    assert [p["label"] for p in answer["predictions"]] == [p.label for p in predictions[:3]]
+
+
+def test_unknown_deployment_is_not_found(stack: Stack) -> None:
+    with stack.client() as client:
+        with pytest.raises(NotFound):
+            client.get_deployment("no-such-model")
+        with pytest.raises(NotFound):
+            client.predict("no-such-model", [[0.0]])
+
+
+def test_deploying_an_unfinished_study_is_refused(stack: Stack) -> None:
+    with stack.client() as client:
+        study = client.create_study(small_spec("it-unfinished"))
+        try:
+            with pytest.raises(FailedPrecondition):
+                client.deploy(study.study_id)
+        finally:
+            client.cancel_study(study.study_id)

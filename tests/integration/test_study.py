@@ -1,0 +1,93 @@
+"""A study submitted through the client runs on Ray Tune, lands in the store and MLflow, and streams its events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from anneal import Study, StudyEvent, StudyState, TrialState
+from anneal.types import EventKind
+from tests.integration.conftest import Stack, small_spec
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Finished:
+    study: Study
+    events: list[StudyEvent]
+
+
+@pytest.fixture(scope="module")
+def finished(stack: Stack) -> Iterator[Finished]:
+    with stack.client() as client:
+        created = client.create_study(small_spec("it-digits"))
+        assert created.state is StudyState.PENDING
+        assert created.ray_job_id
+        events = list(client.watch_study(created.study_id))  # live, until the study ends
+        yield Finished(client.get_study(created.study_id), events)
+
+
+def test_study_completes_with_every_trial(finished: Finished) -> None:
+    study = finished.study
+    assert study.state is StudyState.SUCCEEDED, study.error
+    assert len(study.trials) == 4
+    assert all(t.state is TrialState.COMPLETED and t.epochs == 4 for t in study.trials)
+    assert study.best_trial is not None
+    best = max(t.metrics["val_accuracy"] for t in study.trials)
+    assert study.best_trial.metrics["val_accuracy"] == best
+    assert set(study.best_trial.config) == {"lr", "hidden_size", "optimizer"}
+    assert 0.8 < study.best_test_metrics["test_accuracy"] <= 1.0
+    assert study.registered_model == "it-digits" and study.registered_model_version >= 1
+
+
+def test_watch_streams_every_trial_end(finished: Finished) -> None:
+    kinds = [e.kind for e in finished.events]
+    assert kinds[0] is EventKind.STUDY_STARTED
+    assert kinds[-1] is EventKind.STUDY_ENDED
+    assert finished.events[-1].study_state is StudyState.SUCCEEDED
+    ended = {e.trial.trial_id for e in finished.events if e.kind is EventKind.TRIAL_ENDED and e.trial}
+    assert ended == {t.trial_id for t in finished.study.trials}
+    sequences = [e.sequence for e in finished.events]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+def test_watch_resumes_after_a_sequence(stack: Stack, finished: Finished) -> None:
+    middle = finished.events[len(finished.events) // 2].sequence
+    with stack.client() as client:
+        rest = list(client.watch_study(finished.study.study_id, after_sequence=middle))
+    assert [e.sequence for e in rest] == [e.sequence for e in finished.events if e.sequence > middle]
+
+
+def test_mlflow_has_one_child_run_per_trial_with_its_metrics(stack: Stack, finished: Finished) -> None:
+    mlflow = MlflowClient(tracking_uri=stack.settings.mlflow_tracking_uri)
+    study = finished.study
+    runs = mlflow.search_runs([study.mlflow_experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.mlflow_run_id]
+    assert len(children) == len(study.trials) == 4
+    by_trial = {r.data.tags["anneal.trial_id"]: r for r in children}
+    assert set(by_trial) == {t.trial_id for t in study.trials}
+    for trial in study.trials:
+        run = by_trial[trial.trial_id]
+        assert run.info.run_id == trial.mlflow_run_id
+        assert run.info.status == "FINISHED"
+        history = mlflow.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3, 4]
+        assert run.data.metrics["val_accuracy"] == pytest.approx(trial.metrics["val_accuracy"])
+        assert float(run.data.params["lr"]) == pytest.approx(float(trial.config["lr"]))
+        assert run.data.params["epochs"] == "4"
+    parent = mlflow.get_run(study.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["anneal.best_trial_id"] == study.best_trial.trial_id  # type: ignore[union-attr]
+    artifacts = {a.path for a in mlflow.list_artifacts(study.mlflow_run_id, "model")}
+    assert artifacts == {"model/model.json", "model/weights.pt"}
+    version = mlflow.get_model_version(study.registered_model, str(study.registered_model_version))
+    assert version.run_id == study.mlflow_run_id
+
+
+def test_list_studies_includes_it(stack: Stack, finished: Finished) -> None:
+    with stack.client() as client:
+        assert finished.study.study_id in {s.study_id for s in client.list_studies()}

@@ -1,0 +1,55 @@
+"""The client side stays light: importing it pulls in none of the server's heavy dependencies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.unit.conftest import ROOT
+
+HEAVY = ("ray", "torch", "mlflow", "optuna", "sklearn")
+
+# trainers.registry is read by the server to validate specs; it too must not load torch or sklearn.
+LIGHT_MODULES = ("anneal", "anneal.cli", "trainers.registry")
+
+PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+watched = json.loads(sys.argv[2])
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in watched)))
+"""
+
+
+def probe(module: str, watched: tuple[str, ...]) -> subprocess.Popen[str]:
+    """A fresh interpreter that imports `module` and prints which `watched` packages it loaded."""
+    return subprocess.Popen(
+        [sys.executable, "-c", PROBE, module, json.dumps(watched)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def result(process: subprocess.Popen[str]) -> list[str]:
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    found: list[str] = json.loads(out)
+    return found
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, list[str]]:
+    """Heavy packages loaded by each light module; the interpreters run side by side."""
+    processes = {module: probe(module, HEAVY) for module in LIGHT_MODULES}
+    return {module: result(process) for module, process in processes.items()}
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_import_is_light(loaded: dict[str, list[str]], module: str) -> None:
+    assert loaded[module] == [], f"`import {module}` loads {loaded[module]}"
+
+
+def test_the_probe_sees_what_is_imported() -> None:
+    # A cheap check that the probe would notice a dependency (importing torch here would take seconds).
+    assert "yaml" in result(probe("anneal", ("yaml",)))

@@ -1,0 +1,335 @@
+"""The store on SQLite: studies, state transitions, trials, the event stream and deployments."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from anneal.errors import Conflict, NotFound
+from anneal.spec import StudySpec
+from anneal.types import Deployment, DeploymentState, EventKind, StudyState, Trial, TrialState
+from cluster.store import Store
+
+ACTIVE = [StudyState.PENDING, StudyState.RUNNING]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store("sqlite:///" + str(tmp_path / "a.db"))
+    yield store
+    store.close()
+
+
+def trial(trial_id: str, state: TrialState = TrialState.RUNNING, epochs: int = 0, **metrics: float) -> Trial:
+    return Trial(
+        trial_id=trial_id,
+        state=state,
+        config={"lr": 0.01, "hidden_size": 64, "optimizer": "adam", "flag": True},
+        metrics=metrics,
+        epochs=epochs,
+    )
+
+
+def start(store: Store, study_id: str) -> None:
+    assert store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING)
+
+
+# ------------------------------------------------------------------ studies
+
+
+def test_create_get_list(store: Store, example_spec: StudySpec) -> None:
+    created = store.create_study(example_spec)
+    assert created.study_id.startswith("st-")
+    assert created.state is StudyState.PENDING
+    assert created.name == "digits-mlp"
+    assert created.spec == example_spec
+    assert created.trials == [] and created.best_trial is None
+    assert created.created_at.tzinfo is not None
+    assert abs(created.created_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert store.get_study(created.study_id) == created
+    assert [s.study_id for s in store.list_studies()] == [created.study_id]
+
+
+def test_list_in_creation_order(store: Store, example_spec: StudySpec) -> None:
+    ids = [store.create_study(example_spec.model_copy(update={"name": f"s{i}"})).study_id for i in range(3)]
+    assert [s.study_id for s in store.list_studies()] == ids
+
+
+def test_create_with_given_id(store: Store, example_spec: StudySpec) -> None:
+    assert store.create_study(example_spec, study_id="st-given").study_id == "st-given"
+    assert store.get_study("st-given").name == example_spec.name
+
+
+def test_spec_keeps_scalar_types(store: Store, example_spec: StudySpec) -> None:
+    params = {"epochs": 3, "dropout": 0.5, "label": "sgd", "flag": True, "text": "1"}
+    spec = example_spec.model_copy(update={"params": params})
+    stored = store.get_study(store.create_study(spec).study_id).spec
+    assert [(k, type(v), v) for k, v in stored.params.items()] == [(k, type(v), v) for k, v in params.items()]
+
+
+def test_unknown_study_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.get_study("st-missing")
+    with pytest.raises(NotFound):
+        store.update_study("st-missing", ray_job_id="x")
+    with pytest.raises(NotFound):
+        store.record_trial("st-missing", trial("t1"), EventKind.TRIAL_STARTED)
+    assert store.transition("st-missing", ACTIVE, StudyState.CANCELLED) is False
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["pending", "running"])
+def test_second_active_study_with_same_name_conflicts(store: Store, example_spec: StudySpec, running: bool) -> None:
+    first = store.create_study(example_spec)
+    if running:
+        start(store, first.study_id)
+    with pytest.raises(Conflict, match=first.study_id):
+        store.create_study(example_spec)
+    assert len(store.list_studies()) == 1
+
+
+@pytest.mark.parametrize("end", [StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED])
+def test_name_is_free_after_the_study_ended(store: Store, example_spec: StudySpec, end: StudyState) -> None:
+    first = store.create_study(example_spec)
+    assert store.transition(first.study_id, ACTIVE, end)
+    second = store.create_study(example_spec)
+    assert second.study_id != first.study_id
+    assert [s.state for s in store.list_studies()] == [end, StudyState.PENDING]
+
+
+def test_other_names_do_not_conflict(store: Store, example_spec: StudySpec) -> None:
+    store.create_study(example_spec)
+    store.create_study(example_spec.model_copy(update={"name": "other"}))
+    assert len(store.list_studies()) == 2
+
+
+def test_update_study_sets_results(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    store.record_trial(study_id, trial("t1", TrialState.COMPLETED, 3, val_accuracy=0.9), EventKind.TRIAL_ENDED)
+    store.update_study(
+        study_id, ray_job_id="raysubmit_1", best_trial_id="t1", best_test_metrics={"val_accuracy": 0.95},
+        registered_model="anneal-digits-mlp", registered_model_version=2, model_uri="runs:/x/model",
+    )
+    study = store.get_study(study_id)
+    assert study.ray_job_id == "raysubmit_1"
+    assert study.best_trial == trial("t1", TrialState.COMPLETED, 3, val_accuracy=0.9)
+    assert study.best_test_metrics == {"val_accuracy": 0.95}
+    assert (study.registered_model, study.registered_model_version) == ("anneal-digits-mlp", 2)
+    assert study.model_uri == "runs:/x/model"
+    assert study.updated_at >= study.created_at
+
+
+# ------------------------------------------------------------------ transitions
+
+
+def test_transition_from_allowed_state_writes_started_event(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    assert store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING, ray_job_id="job-1") is True
+    study = store.get_study(study_id)
+    assert (study.state, study.ray_job_id) == (StudyState.RUNNING, "job-1")
+    [event] = store.events_after(study_id, 0)
+    assert (event.kind, event.study_state, event.trial) == (EventKind.STUDY_STARTED, StudyState.RUNNING, None)
+
+
+def test_transition_to_end_writes_ended_event(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    assert store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, message="done",
+                            best_test_metrics={"val_accuracy": 0.9})
+    assert store.get_study(study_id).best_test_metrics == {"val_accuracy": 0.9}
+    events = store.events_after(study_id, 0)
+    assert [e.kind for e in events] == [EventKind.STUDY_STARTED, EventKind.STUDY_ENDED]
+    assert (events[1].study_state, events[1].message) == (StudyState.SUCCEEDED, "done")
+
+
+def test_failure_error_becomes_the_event_message(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    assert store.transition(study_id, ACTIVE, StudyState.FAILED, error="Ray job lost")
+    assert store.get_study(study_id).error == "Ray job lost"
+    assert store.events_after(study_id, 0)[-1].message == "Ray job lost"
+
+
+def test_cancelled_study_cannot_succeed(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    assert store.transition(study_id, ACTIVE, StudyState.CANCELLED)
+    before = store.get_study(study_id)
+    assert store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, error="late") is False
+    after = store.get_study(study_id)
+    assert after == before
+    assert after.state is StudyState.CANCELLED
+    assert [e.kind for e in store.events_after(study_id, 0)] == [EventKind.STUDY_STARTED, EventKind.STUDY_ENDED]
+
+
+def test_pending_study_cannot_be_started_twice(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    assert store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING) is False
+    assert len(store.events_after(study_id, 0)) == 1
+
+
+# ------------------------------------------------------------------ trials and events
+
+
+def test_record_trial_upserts_and_appends_events(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    store.record_trial(study_id, trial("t1"), EventKind.TRIAL_STARTED)
+    store.record_trial(study_id, trial("t2"), EventKind.TRIAL_STARTED)
+    store.record_trial(study_id, trial("t1", epochs=1, val_accuracy=0.5), EventKind.TRIAL_RESULT)
+    store.record_trial(study_id, trial("t1", TrialState.COMPLETED, 2, val_accuracy=0.75), EventKind.TRIAL_ENDED)
+    study = store.get_study(study_id)
+    assert [t.trial_id for t in study.trials] == ["t1", "t2"]  # in order of first report
+    assert study.trials[0] == trial("t1", TrialState.COMPLETED, 2, val_accuracy=0.75)
+    assert study.trials[1] == trial("t2")
+    events = store.events_after(study_id, 0)[1:]
+    assert [(e.kind, e.trial.trial_id if e.trial else None) for e in events] == [
+        (EventKind.TRIAL_STARTED, "t1"),
+        (EventKind.TRIAL_STARTED, "t2"),
+        (EventKind.TRIAL_RESULT, "t1"),
+        (EventKind.TRIAL_ENDED, "t1"),
+    ]
+    assert events[0].trial == study.trials[0]  # each event carries its trial as it is now
+
+
+def test_trial_config_keeps_scalar_types(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    store.record_trial(study_id, trial("t1"), EventKind.TRIAL_STARTED)
+    config = store.get_study(study_id).trials[0].config
+    assert [(k, type(v)) for k, v in config.items()] == [
+        ("lr", float), ("hidden_size", int), ("optimizer", str), ("flag", bool)
+    ]
+
+
+def test_events_after_a_sequence(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    other_id = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
+    start(store, study_id)
+    start(store, other_id)
+    for n in range(4):
+        store.record_trial(study_id, trial(f"t{n}"), EventKind.TRIAL_STARTED)
+        store.record_trial(other_id, trial(f"o{n}"), EventKind.TRIAL_STARTED)
+    events = store.events_after(study_id, 0)
+    sequences = [e.sequence for e in events]
+    assert len(events) == 5 and sequences == sorted(sequences) and len(set(sequences)) == 5
+    assert {e.study_id for e in events} == {study_id}
+    later = store.events_after(study_id, sequences[2])
+    assert [e.sequence for e in later] == sequences[3:]
+    assert [e.trial.trial_id for e in later if e.trial] == ["t2", "t3"]
+    assert store.events_after(study_id, sequences[-1]) == []
+    assert [e.sequence for e in store.events_after(study_id, 0, limit=2)] == sequences[:2]
+
+
+def test_event_times_are_utc(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    [event] = store.events_after(study_id, 0)
+    assert event.time.utcoffset() == timedelta(0)
+    assert abs(event.time - datetime.now(timezone.utc)) < timedelta(minutes=1)
+
+
+def test_record_trial_is_ignored_after_the_study_ended(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    start(store, study_id)
+    store.record_trial(study_id, trial("t1", epochs=1), EventKind.TRIAL_RESULT)
+    assert store.transition(study_id, ACTIVE, StudyState.CANCELLED)
+    before = store.events_after(study_id, 0)
+    store.record_trial(study_id, trial("t1", TrialState.COMPLETED, 5), EventKind.TRIAL_ENDED)
+    store.record_trial(study_id, trial("t9"), EventKind.TRIAL_STARTED)
+    assert store.events_after(study_id, 0) == before
+    assert [(t.trial_id, t.state, t.epochs) for t in store.get_study(study_id).trials] == [
+        ("t1", TrialState.CANCELLED, 1)
+    ]
+
+
+@pytest.mark.parametrize("end", [StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED])
+def test_ending_a_study_cancels_its_running_trials(store: Store, example_spec: StudySpec, end: StudyState) -> None:
+    study_id = store.create_study(example_spec).study_id
+    other_id = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
+    start(store, study_id)
+    store.record_trial(study_id, trial("t1"), EventKind.TRIAL_STARTED)
+    store.record_trial(study_id, trial("t2", TrialState.COMPLETED, 3), EventKind.TRIAL_ENDED)
+    store.record_trial(study_id, trial("t3", TrialState.ERROR), EventKind.TRIAL_ENDED)
+    store.record_trial(other_id, trial("o1"), EventKind.TRIAL_STARTED)
+    assert store.transition(study_id, ACTIVE, end)
+    states = [t.state for t in store.get_study(study_id).trials]
+    assert states == [TrialState.CANCELLED, TrialState.COMPLETED, TrialState.ERROR]
+    assert store.get_study(other_id).trials[0].state is TrialState.RUNNING
+
+
+def test_starting_a_study_leaves_trials_alone(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    store.record_trial(study_id, trial("t1"), EventKind.TRIAL_STARTED)
+    start(store, study_id)
+    assert store.get_study(study_id).trials[0].state is TrialState.RUNNING
+
+
+# ------------------------------------------------------------------ deployments
+
+
+def deployment(study_id: str, state: DeploymentState, replicas: int = 1, error: str = "") -> Deployment:
+    return Deployment(
+        name="digits-mlp",
+        study_id=study_id,
+        state=state,
+        replicas=replicas,
+        route="/models/digits-mlp",
+        model_uri="runs:/abc/model",
+        updated_at=datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc),
+        error=error,
+    )
+
+
+def test_deployment_put_get_and_replace(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    first = deployment(study_id, DeploymentState.DEPLOYING)
+    store.put_deployment(first)
+    assert store.get_deployment("digits-mlp") == first
+    failed = deployment(study_id, DeploymentState.FAILED, replicas=3, error="no GPU")
+    store.put_deployment(failed)
+    assert store.get_deployment("digits-mlp") == failed
+
+
+def test_unknown_deployment_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.get_deployment("nothing")
+
+
+@pytest.mark.xfail(strict=True, reason="bug: SQLite drops the offset of a non-UTC updated_at; it reads back as UTC")
+def test_deployment_time_in_another_zone_keeps_its_instant(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    put = deployment(study_id, DeploymentState.RUNNING)
+    local = put.model_copy(update={"updated_at": put.updated_at.astimezone(timezone(timedelta(hours=2)))})
+    store.put_deployment(local)
+    assert store.get_deployment("digits-mlp").updated_at == put.updated_at
+
+
+# ------------------------------------------------------------------ pickling
+
+
+def test_store_pickles_as_its_url(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    copy = pickle.loads(pickle.dumps(store))
+    try:
+        assert copy.url == store.url
+        assert copy.get_study(study_id).name == example_spec.name
+        start(copy, study_id)
+        assert store.get_study(study_id).state is StudyState.RUNNING
+    finally:
+        copy.close()
+
+
+def test_store_reopens_an_existing_database(tmp_path: Path, example_spec: StudySpec) -> None:
+    url = "sqlite:///" + str(tmp_path / "b.db")
+    first = Store(url)
+    study_id = first.create_study(example_spec).study_id
+    first.close()
+    again = Store(url)
+    try:
+        assert again.get_study(study_id).spec == example_spec
+    finally:
+        again.close()
