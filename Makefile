@@ -16,6 +16,8 @@ demo: $(STAMP)
 	$(BIN)/anneal --home .anneal demo
 
 test: $(STAMP)
+	$(BIN)/ruff check anneal cluster trainers tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
 
 unit: $(STAMP)
@@ -25,7 +27,8 @@ integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check anneal cluster trainers tests benchmarks
+	$(BIN)/ruff check anneal cluster trainers tests
+	$(BIN)/ruff format --check anneal cluster trainers tests
 	$(BIN)/mypy
 
 protos: $(STAMP)

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from anneal.errors import InvalidSpec
 from anneal.spec import Scalar, StudySpec
 from anneal.types import (
     Deployment,
@@ -145,6 +146,10 @@ def spec_from_pb(message: pb.StudySpec) -> StudySpec:
 
 
 def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
+    names = [p.name for p in message.search_space]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidSpec.field(f"search_space.{repeated[0]}", "is given more than once")
     data: dict[str, Any] = {
         "name": message.name,
         "trainer": message.trainer,

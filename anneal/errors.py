@@ -24,6 +24,11 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+# Between the field errors of one InvalidSpec, in its message and on the wire; messages
+# themselves may contain "; " but never a newline.
+FIELD_ERROR_SEPARATOR = "\n"
+
+
 class InvalidSpec(AnnealError):
     """A study spec (or another request) is malformed; every message names its field."""
 
@@ -31,7 +36,7 @@ class InvalidSpec(AnnealError):
 
     def __init__(self, errors: list[FieldError] | str) -> None:
         self.errors = [FieldError("", errors)] if isinstance(errors, str) else list(errors)
-        super().__init__("; ".join(str(e) for e in self.errors))
+        super().__init__(FIELD_ERROR_SEPARATOR.join(str(e) for e in self.errors))
 
     @classmethod
     def field(cls, path: str, message: str) -> InvalidSpec:
@@ -75,7 +80,7 @@ def error_from_status(code: grpc.StatusCode, details: str) -> AnnealError:
     """The client side of the mapping: a gRPC status back to the class the server raised."""
     cls = _BY_CODE.get(code, AnnealError)
     if cls is InvalidSpec:
-        return InvalidSpec([_parse_field_error(part) for part in details.split("; ")])
+        return InvalidSpec([_parse_field_error(part) for part in details.split(FIELD_ERROR_SEPARATOR)])
     error = cls(details)
     error.code = code
     return error

@@ -171,23 +171,28 @@ def _tune_and_finish(
     epochs = _epochs(spec, info)
     recorder = TrialRecorder(store, tracker, study_id, spec.params, epochs)
     tuner = build_tuner(spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder])
-    results = tuner.fit()
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
 
     if store.get_study(study_id).state is StudyState.CANCELLED:
         recorder.end_open_runs("KILLED")
         tracker.end_run(tracker.parent_run_id, "KILLED")
         return
     metric, sign = spec.objective.metric, (1 if spec.objective.mode == "max" else -1)
-    scored = [r for r in results if r.error is None and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint]
+    scored = [
+        r
+        for r in results
+        if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint
+    ]
     if not scored:
         errors = sum(1 for r in results if r.error is not None)
         reason = f"no trial reported {metric}: {errors} of {len(results)} trials failed"
         store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=reason)
         tracker.end_run(tracker.parent_run_id, "FAILED", reason)
         return
-    best = max(scored, key=lambda r: sign * r.metrics[metric])
-    best_id = str(best.metrics["trial_id"])
-    config = {**spec.params, **{k: _plain(v) for k, v in best.config.items()}}
+    best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
+    best_id = str((best.metrics or {})["trial_id"])
+    config = {**spec.params, **{k: _plain(v) for k, v in (best.config or {}).items()}}
     finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint)
     store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, best_trial_id=best_id, **finish)
     tracker.end_run(tracker.parent_run_id, "FINISHED")

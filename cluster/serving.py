@@ -100,6 +100,6 @@ def route_for(name: str) -> str:
 def deploy_model(name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
     """Starts (or updates) the Serve application `name`; returns once it is running."""
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)
+    app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)  # type: ignore[attr-defined]
     serve.run(app, name=name, route_prefix=route_for(name))
     return route_for(name)

@@ -295,6 +295,7 @@ class Store:
     def put_deployment(self, deployment: Deployment) -> None:
         values = deployment.model_dump(mode="python")
         values["state"] = deployment.state.value
+        values["updated_at"] = deployment.updated_at.astimezone(timezone.utc)  # SQLite keeps no offset
         with self.engine.begin() as conn:
             updated = conn.execute(deployments.update().where(deployments.c.name == deployment.name).values(**values))
             if updated.rowcount == 0:

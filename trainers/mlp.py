@@ -37,7 +37,7 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class MLPClassifierTrainer:
-    def build_model(self, config: Mapping[str, Any], shape: DataShape) -> nn.Module:
+    def build_model(self, config: Mapping[str, Any], shape: DataShape) -> nn.Sequential:
         c = _resolved(config)
         hidden = int(c["hidden_size"])
         layers: list[nn.Module] = [Standardize(shape.n_features)]
@@ -69,7 +69,9 @@ class MLPClassifierTrainer:
         x_train, y_train = _tensors(data.x_train, data.y_train, device)
         x_val, y_val = _tensors(data.x_val, data.y_val, device)
         model = self.build_model(c, data.shape).to(device)
-        model[0].fit(x_train)  # type: ignore[operator]
+        scaler = model[0]
+        assert isinstance(scaler, Standardize)
+        scaler.fit(x_train)
         optimizer = _optimizer(model, c)
         loss_fn = nn.CrossEntropyLoss()
 
@@ -92,7 +94,7 @@ class MLPClassifierTrainer:
                 loss = loss_fn(model(x_train[batch]), y_train[batch])
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
             metrics = {"train_loss": total / len(order), **_evaluate(model, loss_fn, x_val, y_val)}
             state = {
                 "model": model.state_dict(),

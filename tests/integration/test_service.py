@@ -11,8 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from anneal import InvalidSpec, NotFound, StudyState
-from anneal import convert
+from anneal import InvalidSpec, NotFound, StudyState, convert
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
 from tests.integration.conftest import Stack, small_spec

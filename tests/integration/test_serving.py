@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
 
-from anneal import FailedPrecondition, InvalidSpec, NotFound, StudyState
+from anneal import Client, Deployment, FailedPrecondition, InvalidSpec, NotFound, StudyState
 from anneal.types import DeploymentState
 from tests.integration.conftest import Stack, small_spec
 from trainers.datasets import load_splits
@@ -15,13 +16,28 @@ from trainers.datasets import load_splits
 pytestmark = pytest.mark.integration
 
 
+def _wait_for_deployment(client: Client, name: str, timeout_s: float = 120) -> Deployment:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            deployment = client.get_deployment(name)
+            if deployment.state is not DeploymentState.DEPLOYING:
+                return deployment
+        except NotFound:
+            pass
+        assert time.monotonic() < deadline, f"{name} was not deployed within {timeout_s} s"
+        time.sleep(0.5)
+
+
 def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack) -> None:
-    spec = small_spec("it-serve")
+    spec = small_spec("it-serve", deploy={"auto": True, "replicas": 1})
     with stack.client() as client:
         study = client.wait_for_study(client.create_study(spec).study_id, timeout_s=600)
         assert study.state is StudyState.SUCCEEDED, study.error
+        auto = _wait_for_deployment(client, "it-serve")  # deploy.auto: the driver deployed it
+        assert auto.state is DeploymentState.RUNNING and auto.study_id == study.study_id
 
-        deployment = client.deploy(study.study_id)
+        deployment = client.deploy(study.study_id)  # deploying again updates in place
         assert deployment.state is DeploymentState.RUNNING
         assert deployment.route == "/models/it-serve"
         assert client.get_deployment("it-serve") == deployment

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from anneal.spec import StudySpec
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "digits.yaml"
+from tests.unit.helpers import EXAMPLE
 
 MINIMAL: dict[str, Any] = {
     "name": "iris-mlp",

@@ -98,10 +98,6 @@ def test_field_constructor() -> None:
     assert str(error) == "trainer: unknown"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: error_from_status splits details on '; ', which the registry's messages contain",
-)
 @pytest.mark.parametrize(
     ("key", "value"),
     [("trainer", "xgboost"), ("dataset", {"name": "mnist"})],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import ROOT
+from tests.unit.helpers import ROOT
 
 PROTOS = sorted((ROOT / "protos" / "anneal" / "v1").glob("*.proto"))
 GENERATED = [
@@ -21,8 +21,14 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("protos")
     # The flags of the Makefile's `protos` target, writing to `out` instead of the repository.
     command = [
-        sys.executable, "-m", "grpc_tools.protoc", "-I", "protos",
-        f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        "-I",
+        "protos",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
         *(str(p.relative_to(ROOT)) for p in PROTOS),
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.unit.conftest import ROOT
+from tests.unit.helpers import ROOT
 
 HEAVY = ("ray", "torch", "mlflow", "optuna", "sklearn")
 
@@ -27,7 +27,10 @@ def probe(module: str, watched: tuple[str, ...]) -> subprocess.Popen[str]:
     """A fresh interpreter that imports `module` and prints which `watched` packages it loaded."""
     return subprocess.Popen(
         [sys.executable, "-c", PROBE, module, json.dumps(watched)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -10,6 +10,7 @@ import yaml
 
 from anneal.errors import FieldError, InvalidSpec
 from anneal.spec import StudySpec
+from tests.unit.helpers import ROOT, typed
 from trainers.registry import check_spec
 
 
@@ -25,15 +26,6 @@ def refused(data: Any) -> InvalidSpec:
     with pytest.raises(InvalidSpec) as caught:
         StudySpec.parse(data)
     return caught.value
-
-
-def typed(value: Any) -> Any:
-    """Scalars paired with their type, so that 1, 1.0, True and "1" compare different."""
-    if isinstance(value, dict):
-        return {key: typed(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [typed(item) for item in value]
-    return (type(value).__name__, value)
 
 
 # ------------------------------------------------------------------ valid specs
@@ -58,6 +50,13 @@ def test_example_loads(example_spec: StudySpec) -> None:
 
 def test_example_passes_the_registry(example_spec: StudySpec) -> None:
     assert check_spec(example_spec).name == "mlp_classifier"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_valid(path: Path) -> None:
+    spec = StudySpec.load(path)
+    assert check_spec(spec).name == spec.trainer
+    assert StudySpec.from_yaml(spec.to_yaml()) == spec
 
 
 def test_defaults_are_applied(minimal_data: dict[str, Any]) -> None:
@@ -121,30 +120,90 @@ def test_load_reads_a_file(tmp_path: Path, example_spec: StudySpec) -> None:
 BAD_CASES: list[tuple[str, str, Any, str, str]] = [
     # (id, dotted key to set, value, field path named, fragment of the message)
     ("empty search_space", "search_space", {}, "search_space", "at least one parameter"),
-    ("float low == high", "search_space.lr", {"float": {"low": 0.1, "high": 0.1}}, "search_space.lr.float.low",
-     "must be < high"),
-    ("float low > high", "search_space.lr", {"float": {"low": 0.5, "high": 0.1}}, "search_space.lr.float.low",
-     "must be < high"),
-    ("float not finite", "search_space.lr", {"float": {"low": 0.0, "high": float("inf")}},
-     "search_space.lr.float.low", "finite"),
-    ("int low == high", "search_space.hidden_size", {"int": {"low": 32, "high": 32}},
-     "search_space.hidden_size.int.low", "must be < high"),
-    ("int low > high", "search_space.hidden_size", {"int": {"low": 64, "high": 8}},
-     "search_space.hidden_size.int.low", "must be < high"),
-    ("int not whole", "search_space.hidden_size", {"int": {"low": 1.5, "high": 8}},
-     "search_space.hidden_size.int.low", "integer"),
-    ("float log low 0", "search_space.lr", {"float": {"low": 0.0, "high": 1.0, "log": True}},
-     "search_space.lr.float.low", "must be > 0 when log is true"),
-    ("float log low < 0", "search_space.lr", {"float": {"low": -1.0, "high": 1.0, "log": True}},
-     "search_space.lr.float.low", "must be > 0 when log is true"),
-    ("int log low 0", "search_space.hidden_size", {"int": {"low": 0, "high": 8, "log": True}},
-     "search_space.hidden_size.int.low", "must be > 0 when log is true"),
-    ("categorical empty", "search_space.optimizer", {"categorical": []}, "search_space.optimizer.categorical",
-     "at least one choice"),
-    ("categorical repeated", "search_space.optimizer", {"categorical": ["adam", "adam"]},
-     "search_space.optimizer.categorical", "distinct"),
-    ("domain with two kinds", "search_space.lr", {"float": {"low": 0.1, "high": 1.0}, "categorical": [1]},
-     "search_space.lr", "exactly one"),
+    (
+        "float low == high",
+        "search_space.lr",
+        {"float": {"low": 0.1, "high": 0.1}},
+        "search_space.lr.float.low",
+        "must be < high",
+    ),
+    (
+        "float low > high",
+        "search_space.lr",
+        {"float": {"low": 0.5, "high": 0.1}},
+        "search_space.lr.float.low",
+        "must be < high",
+    ),
+    (
+        "float not finite",
+        "search_space.lr",
+        {"float": {"low": 0.0, "high": float("inf")}},
+        "search_space.lr.float.low",
+        "finite",
+    ),
+    (
+        "int low == high",
+        "search_space.hidden_size",
+        {"int": {"low": 32, "high": 32}},
+        "search_space.hidden_size.int.low",
+        "must be < high",
+    ),
+    (
+        "int low > high",
+        "search_space.hidden_size",
+        {"int": {"low": 64, "high": 8}},
+        "search_space.hidden_size.int.low",
+        "must be < high",
+    ),
+    (
+        "int not whole",
+        "search_space.hidden_size",
+        {"int": {"low": 1.5, "high": 8}},
+        "search_space.hidden_size.int.low",
+        "integer",
+    ),
+    (
+        "float log low 0",
+        "search_space.lr",
+        {"float": {"low": 0.0, "high": 1.0, "log": True}},
+        "search_space.lr.float.low",
+        "must be > 0 when log is true",
+    ),
+    (
+        "float log low < 0",
+        "search_space.lr",
+        {"float": {"low": -1.0, "high": 1.0, "log": True}},
+        "search_space.lr.float.low",
+        "must be > 0 when log is true",
+    ),
+    (
+        "int log low 0",
+        "search_space.hidden_size",
+        {"int": {"low": 0, "high": 8, "log": True}},
+        "search_space.hidden_size.int.low",
+        "must be > 0 when log is true",
+    ),
+    (
+        "categorical empty",
+        "search_space.optimizer",
+        {"categorical": []},
+        "search_space.optimizer.categorical",
+        "at least one choice",
+    ),
+    (
+        "categorical repeated",
+        "search_space.optimizer",
+        {"categorical": ["adam", "adam"]},
+        "search_space.optimizer.categorical",
+        "distinct",
+    ),
+    (
+        "domain with two kinds",
+        "search_space.lr",
+        {"float": {"low": 0.1, "high": 1.0}, "categorical": [1]},
+        "search_space.lr",
+        "exactly one",
+    ),
     ("domain with no kind", "search_space.lr", {}, "search_space.lr", "exactly one"),
     ("unknown domain kind", "search_space.lr", {"uniform": [0, 1]}, "search_space.lr.uniform", "not permitted"),
     ("param fixed and tuned", "params.lr", 0.01, "params.lr", "fixed or tuned"),
@@ -153,16 +212,36 @@ BAD_CASES: list[tuple[str, str, Any, str, str]] = [
     ("empty metric", "objective.metric", "", "objective.metric", "at least 1"),
     ("unknown scheduler", "scheduler", "hyperband", "scheduler.hyperband", "not permitted"),
     ("two schedulers", "scheduler", {"asha": {}, "median": {}}, "scheduler", "exactly one"),
-    ("asha reduction_factor 1", "scheduler", {"asha": {"reduction_factor": 1}}, "scheduler.asha.reduction_factor",
-     "greater than or equal to 2"),
-    ("median grace_period 0", "scheduler", {"median": {"grace_period": 0}}, "scheduler.median.grace_period",
-     "greater than or equal to 1"),
+    (
+        "asha reduction_factor 1",
+        "scheduler",
+        {"asha": {"reduction_factor": 1}},
+        "scheduler.asha.reduction_factor",
+        "greater than or equal to 2",
+    ),
+    (
+        "median grace_period 0",
+        "scheduler",
+        {"median": {"grace_period": 0}},
+        "scheduler.median.grace_period",
+        "greater than or equal to 1",
+    ),
     ("max_trials 0", "budget.max_trials", 0, "budget.max_trials", "greater than or equal to 1"),
     ("max_trials < 0", "budget.max_trials", -3, "budget.max_trials", "greater than or equal to 1"),
-    ("max_concurrent_trials 0", "budget.max_concurrent_trials", 0, "budget.max_concurrent_trials",
-     "greater than or equal to 1"),
-    ("max_concurrent_trials < 0", "budget.max_concurrent_trials", -1, "budget.max_concurrent_trials",
-     "greater than or equal to 1"),
+    (
+        "max_concurrent_trials 0",
+        "budget.max_concurrent_trials",
+        0,
+        "budget.max_concurrent_trials",
+        "greater than or equal to 1",
+    ),
+    (
+        "max_concurrent_trials < 0",
+        "budget.max_concurrent_trials",
+        -1,
+        "budget.max_concurrent_trials",
+        "greater than or equal to 1",
+    ),
     ("time_budget_s 0", "budget.time_budget_s", 0, "budget.time_budget_s", "greater than 0"),
     ("time_budget_s < 0", "budget.time_budget_s", -60, "budget.time_budget_s", "greater than 0"),
     ("cpu < 0", "resources.cpu", -1, "resources.cpu", "greater than or equal to 0"),
@@ -173,8 +252,13 @@ BAD_CASES: list[tuple[str, str, Any, str, str]] = [
     ("replicas 0", "deploy.replicas", 0, "deploy.replicas", "greater than or equal to 1"),
     ("validation_fraction 0", "dataset.validation_fraction", 0, "dataset.validation_fraction", "greater than 0"),
     ("test_fraction 1", "dataset.test_fraction", 1, "dataset.test_fraction", "less than 1"),
-    ("fractions leave no training rows", "dataset", {"name": "digits", "validation_fraction": 0.5,
-     "test_fraction": 0.4}, "dataset.test_fraction", "< 0.9"),
+    (
+        "fractions leave no training rows",
+        "dataset",
+        {"name": "digits", "validation_fraction": 0.5, "test_fraction": 0.4},
+        "dataset.test_fraction",
+        "< 0.9",
+    ),
     ("unknown top-level field", "colour", "red", "colour", "Extra inputs are not permitted"),
     ("unknown nested field", "budget.max_trails", 3, "budget.max_trails", "Extra inputs are not permitted"),
     ("name with upper case", "name", "Digits-MLP", "name", "pattern"),
@@ -187,7 +271,9 @@ BAD_CASES: list[tuple[str, str, Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "path", "fragment"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize(
+    ("key", "value", "path", "fragment"), [case[1:] for case in BAD_CASES], ids=[case[0] for case in BAD_CASES]
+)
 def test_bad_spec_is_refused_naming_the_field(
     example_data: dict[str, Any], key: str, value: Any, path: str, fragment: str
 ) -> None:

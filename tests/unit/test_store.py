@@ -111,8 +111,13 @@ def test_update_study_sets_results(store: Store, example_spec: StudySpec) -> Non
     start(store, study_id)
     store.record_trial(study_id, trial("t1", TrialState.COMPLETED, 3, val_accuracy=0.9), EventKind.TRIAL_ENDED)
     store.update_study(
-        study_id, ray_job_id="raysubmit_1", best_trial_id="t1", best_test_metrics={"val_accuracy": 0.95},
-        registered_model="anneal-digits-mlp", registered_model_version=2, model_uri="runs:/x/model",
+        study_id,
+        ray_job_id="raysubmit_1",
+        best_trial_id="t1",
+        best_test_metrics={"val_accuracy": 0.95},
+        registered_model="anneal-digits-mlp",
+        registered_model_version=2,
+        model_uri="runs:/x/model",
     )
     study = store.get_study(study_id)
     assert study.ray_job_id == "raysubmit_1"
@@ -138,8 +143,9 @@ def test_transition_from_allowed_state_writes_started_event(store: Store, exampl
 def test_transition_to_end_writes_ended_event(store: Store, example_spec: StudySpec) -> None:
     study_id = store.create_study(example_spec).study_id
     start(store, study_id)
-    assert store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, message="done",
-                            best_test_metrics={"val_accuracy": 0.9})
+    assert store.transition(
+        study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, message="done", best_test_metrics={"val_accuracy": 0.9}
+    )
     assert store.get_study(study_id).best_test_metrics == {"val_accuracy": 0.9}
     events = store.events_after(study_id, 0)
     assert [e.kind for e in events] == [EventKind.STUDY_STARTED, EventKind.STUDY_ENDED]
@@ -201,7 +207,10 @@ def test_trial_config_keeps_scalar_types(store: Store, example_spec: StudySpec) 
     store.record_trial(study_id, trial("t1"), EventKind.TRIAL_STARTED)
     config = store.get_study(study_id).trials[0].config
     assert [(k, type(v)) for k, v in config.items()] == [
-        ("lr", float), ("hidden_size", int), ("optimizer", str), ("flag", bool)
+        ("lr", float),
+        ("hidden_size", int),
+        ("optimizer", str),
+        ("flag", bool),
     ]
 
 
@@ -299,7 +308,6 @@ def test_unknown_deployment_is_not_found(store: Store) -> None:
         store.get_deployment("nothing")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: SQLite drops the offset of a non-UTC updated_at; it reads back as UTC")
 def test_deployment_time_in_another_zone_keeps_its_instant(store: Store, example_spec: StudySpec) -> None:
     study_id = store.create_study(example_spec).study_id
     put = deployment(study_id, DeploymentState.RUNNING)
