@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -72,7 +72,27 @@ class IntRange(_Spec):
         return self
 
 
-class Domain(_Spec):
+class _OneOf(_Spec):
+    """A choice between alternatives spelled as keys (`{float: {...}}`): exactly one is given."""
+
+    # attribute name -> the key users write
+    _alternatives: ClassVar[dict[str, str]]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> _OneOf:
+        given = [a for a in self._alternatives if getattr(self, a) is not None]
+        if len(given) != 1:
+            keys = list(self._alternatives.values())
+            raise ValueError(f"give exactly one of {', '.join(keys[:-1])} or {keys[-1]}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The key of the alternative given, e.g. "float" or "asha"."""
+        return next(key for attr, key in self._alternatives.items() if getattr(self, attr) is not None)
+
+
+class Domain(_OneOf):
     """One dimension of the search space: exactly one of float, int or categorical."""
 
     float_range: FloatRange | None = Field(None, alias="float", description="A real interval.")
@@ -89,20 +109,7 @@ class Domain(_Spec):
                 raise ValueError("choices must be distinct")
         return choices
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Domain:
-        given = [k for k in ("float_range", "int_range", "categorical") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of float, int or categorical")
-        return self
-
-    @property
-    def kind(self) -> Literal["float", "int", "categorical"]:
-        if self.float_range is not None:
-            return "float"
-        if self.int_range is not None:
-            return "int"
-        return "categorical"
+    _alternatives: ClassVar[dict[str, str]] = {"float_range": "float", "int_range": "int", "categorical": "categorical"}
 
 
 class DatasetSpec(_Spec):
@@ -144,7 +151,7 @@ class NoScheduler(_Spec):
     pass
 
 
-class SchedulerSpec(_Spec):
+class SchedulerSpec(_OneOf):
     """How bad trials are stopped early: exactly one of asha, median or none."""
 
     asha: AshaConfig | None = Field(None, description="Asynchronous successive halving.")
@@ -157,20 +164,7 @@ class SchedulerSpec(_Spec):
         # `scheduler: asha` is shorthand for `scheduler: {asha: {}}`.
         return {value: {}} if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SchedulerSpec:
-        given = [k for k in ("asha", "median", "none") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of asha, median or none")
-        return self
-
-    @property
-    def kind(self) -> Literal["asha", "median", "none"]:
-        if self.asha is not None:
-            return "asha"
-        if self.median is not None:
-            return "median"
-        return "none"
+    _alternatives: ClassVar[dict[str, str]] = {"asha": "asha", "median": "median", "none": "none"}
 
 
 class Budget(_Spec):
