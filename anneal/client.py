@@ -92,8 +92,9 @@ class Client:
 
     # ------------------------------------------------------------ serving
 
-    def deploy(self, study_id: str, replicas: int = 0) -> Deployment:
-        request = pb.DeployRequest(study_id=study_id, replicas=replicas)
+    def deploy(self, study_id: str, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
+        """Serves the study's best model; 0 keeps the study's deploy settings."""
+        request = pb.DeployRequest(study_id=study_id, replicas=replicas, max_batch_size=max_batch_size)
         return convert.deployment_from_pb(_call(lambda: self._stub.Deploy(request, timeout=max(self.timeout_s, 300))))
 
     def get_deployment(self, name: str) -> Deployment:

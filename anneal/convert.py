@@ -303,6 +303,7 @@ def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
         model_uri=deployment.model_uri,
         updated_at=time_to_pb(deployment.updated_at),
         error=deployment.error,
+        max_batch_size=deployment.max_batch_size,
     )
 
 
@@ -316,6 +317,7 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
         model_uri=message.model_uri,
         updated_at=time_from_pb(message.updated_at),
         error=message.error,
+        max_batch_size=message.max_batch_size,
     )
 
 

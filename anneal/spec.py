@@ -195,6 +195,12 @@ class FailurePolicy(_Spec):
 class DeployPolicy(_Spec):
     auto: bool = Field(False, description="Deploy the best model to Ray Serve when the study succeeds.")
     replicas: int = Field(1, ge=1, description="Serve replicas of the deployed model.")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Most rows of concurrent Predict calls sent to a replica at once; 1 turns batching off.",
+    )
 
 
 class StudySpec(_Spec):

@@ -107,6 +107,7 @@ class Deployment(_Result):
     model_uri: str
     updated_at: datetime
     error: str = ""
+    max_batch_size: int = 1
 
 
 class Prediction(_Result):

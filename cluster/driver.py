@@ -12,18 +12,15 @@ import math
 import os
 import signal
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray import tune
-from ray.tune.experiment import Trial as TuneTrial
-from ray.tune.result import AUTO_RESULT_KEYS
 
 from anneal.settings import Settings
 from anneal.spec import StudySpec
-from anneal.types import EventKind, Study, StudyState, Trial, TrialState
+from anneal.types import Study, StudyState
+from cluster.recording import TrialRecorder, TrialWriter, plain
 from cluster.serving import LoadedModel, write_model_package
 from cluster.store import Store
 from cluster.tracking import MlflowTracker
@@ -33,98 +30,6 @@ from trainers.datasets import load_splits
 from trainers.registry import check_spec
 
 log = logging.getLogger("anneal.driver")
-
-MAX_ERROR_CHARS = 2000
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (as samplers return them) to plain Python values."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def reported_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The metrics the trainer reported in one Tune result, without Tune's own keys."""
-    return {
-        key: float(value)
-        for key, value in result.items()
-        if key not in AUTO_RESULT_KEYS
-        and not key.startswith(("time_", "done", "trial_id", "experiment_", "should_checkpoint"))
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    }
-
-
-def trial_error(trial: TuneTrial) -> str:
-    path = trial.error_file
-    if path and os.path.exists(path):
-        with open(path) as handle:
-            text = handle.read()
-        return text[-MAX_ERROR_CHARS:]
-    return "the trial failed"
-
-
-class TrialRecorder(tune.Callback):
-    """Writes each trial's start, results and end to the store and MLflow."""
-
-    def __init__(
-        self, store: Store, tracker: MlflowTracker, study_id: str, fixed: Mapping[str, Any], epochs: int
-    ) -> None:
-        self.store = store
-        self.tracker = tracker
-        self.study_id = study_id
-        self.fixed = dict(fixed)
-        self.epochs = epochs
-        self.runs: dict[str, str] = {}
-        self.finished = 0
-
-    def _trial(self, trial: TuneTrial, state: TrialState, error: str = "") -> Trial:
-        result = trial.last_result or {}
-        return Trial(
-            trial_id=trial.trial_id,
-            state=state,
-            config={k: _plain(v) for k, v in trial.config.items()},
-            metrics=reported_metrics(result),
-            epochs=int(result.get("training_iteration", 0)),
-            mlflow_run_id=self.runs.get(trial.trial_id, ""),
-            error=error,
-        )
-
-    def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
-        if trial.trial_id not in self.runs:
-            params = {**self.fixed, **{k: _plain(v) for k, v in trial.config.items()}}
-            self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, params)
-        self.store.record_trial(self.study_id, self._trial(trial, TrialState.RUNNING), EventKind.TRIAL_STARTED)
-
-    def on_trial_result(
-        self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, result: dict[str, Any], **info: Any
-    ) -> None:
-        metrics = reported_metrics(result)
-        self.tracker.log_metrics(self.runs[trial.trial_id], metrics, step=int(result.get("training_iteration", 0)))
-        self.store.record_trial(self.study_id, self._trial(trial, TrialState.RUNNING), EventKind.TRIAL_RESULT)
-
-    def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
-        epochs = int((trial.last_result or {}).get("training_iteration", 0))
-        state = TrialState.COMPLETED if epochs >= self.epochs else TrialState.STOPPED_EARLY
-        self._end(trial, state, "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
-        self._end(trial, TrialState.ERROR, "FAILED", trial_error(trial))
-
-    def _end(self, trial: TuneTrial, state: TrialState, mlflow_status: str, error: str = "") -> None:
-        self.finished += 1
-        run_id = self.runs.get(trial.trial_id)
-        if run_id:
-            self.tracker.end_run(run_id, mlflow_status, error)
-        self.store.record_trial(self.study_id, self._trial(trial, state, error), EventKind.TRIAL_ENDED)
-        metric_text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(reported_metrics(trial.last_result or {}).items()))
-        log.info("trial %s %s (%d done) %s", trial.trial_id, state.value.lower(), self.finished, metric_text)
-
-    def end_open_runs(self, status: str) -> None:
-        """Closes the MLflow runs of trials that never ended (the study was cancelled)."""
-        ended = {t.trial_id for t in self.store.get_study(self.study_id).trials if t.state.is_terminal}
-        for trial_id, run_id in self.runs.items():
-            if trial_id not in ended:
-                self.tracker.end_run(run_id, status)
 
 
 def _cancel_on_sigterm() -> None:
@@ -169,9 +74,13 @@ def _tune_and_finish(
     connect_ray(settings)
     _cancel_on_sigterm()
     epochs = _epochs(spec, info)
-    recorder = TrialRecorder(store, tracker, study_id, spec.params, epochs)
+    writer = TrialWriter(store, tracker, study_id)
+    recorder = TrialRecorder(writer, spec.params, epochs)
     tuner = build_tuner(spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder])
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        writer.close()  # every trial is in the store and MLflow before the study ends
     results = [grid[i] for i in range(len(grid))]
 
     if store.get_study(study_id).state is StudyState.CANCELLED:
@@ -192,7 +101,7 @@ def _tune_and_finish(
         return
     best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
     best_id = str((best.metrics or {})["trial_id"])
-    config = {**spec.params, **{k: _plain(v) for k, v in (best.config or {}).items()}}
+    config = {**spec.params, **{k: plain(v) for k, v in (best.config or {}).items()}}
     finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint)
     store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, best_trial_id=best_id, **finish)
     tracker.end_run(tracker.parent_run_id, "FINISHED")

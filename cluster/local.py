@@ -147,7 +147,9 @@ def plan_cluster(settings: Settings) -> tuple[LocalCluster, Settings, int]:
     wanted = settings.serve_http_port
     serve_port = wanted if wanted and port_is_free(wanted) else free_port()
     host, _, grpc_port = settings.grpc_address.rpartition(":")
-    grpc_address = settings.grpc_address if port_is_free(int(grpc_port)) else f"{host}:{free_port()}"
+    grpc_address = settings.grpc_address
+    if int(grpc_port) == 0 or not port_is_free(int(grpc_port)):
+        grpc_address = f"{host}:{free_port()}"
     cluster = LocalCluster(
         ray_pid=0,
         server_pid=0,

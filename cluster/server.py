@@ -83,7 +83,8 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
 
     @mapped
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.Deployment:
-        return convert.deployment_to_pb(self.service.deploy(request.study_id, request.replicas))
+        deployment = self.service.deploy(request.study_id, request.replicas, request.max_batch_size)
+        return convert.deployment_to_pb(deployment)
 
     @mapped
     def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:

@@ -11,6 +11,7 @@ from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, Unavailable
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, EventKind, Prediction, Study, StudyEvent, StudyState
+from cluster.batching import PredictBatcher
 from cluster.jobs import JobLauncher
 from cluster.serving import deploy_model, route_for
 from cluster.store import Store, now
@@ -22,7 +23,9 @@ PREDICT_TIMEOUT_S = 30.0
 MAX_PREDICT_ROWS = 10_000
 
 
-def deploy_study(store: Store, settings: Settings, study_id: str, replicas: int = 0) -> Deployment:
+def deploy_study(
+    store: Store, settings: Settings, study_id: str, replicas: int = 0, max_batch_size: int = 0
+) -> Deployment:
     """Serves the study's best model as the Serve application named after the study."""
     study = store.get_study(study_id)
     if study.state is not StudyState.SUCCEEDED or not study.model_uri:
@@ -36,6 +39,7 @@ def deploy_study(store: Store, settings: Settings, study_id: str, replicas: int 
         route=route_for(study.name),
         model_uri=study.model_uri,
         updated_at=now(),
+        max_batch_size=max_batch_size or study.spec.deploy.max_batch_size,
     )
     store.put_deployment(deployment)
     try:
@@ -53,6 +57,7 @@ class AnnealService:
         self.settings = settings
         self.store = store
         self.jobs = jobs
+        self._routes: dict[str, PredictBatcher] = {}
 
     # ------------------------------------------------------------ studies
 
@@ -109,10 +114,14 @@ class AnnealService:
 
     # ------------------------------------------------------------ serving
 
-    def deploy(self, study_id: str, replicas: int = 0) -> Deployment:
+    def deploy(self, study_id: str, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
         if replicas < 0:
             raise InvalidSpec.field("replicas", "must be >= 0")
-        return deploy_study(self.store, self.settings, study_id, replicas)
+        if max_batch_size < 0:
+            raise InvalidSpec.field("max_batch_size", "must be >= 0")
+        deployment = deploy_study(self.store, self.settings, study_id, replicas, max_batch_size)
+        self._routes.pop(deployment.name, None)
+        return deployment
 
     def get_deployment(self, name: str) -> Deployment:
         return self.store.get_deployment(name)
@@ -122,20 +131,44 @@ class AnnealService:
             raise InvalidSpec.field("rows", "send at least one row")
         if len(rows) > MAX_PREDICT_ROWS:
             raise InvalidSpec.field("rows", f"at most {MAX_PREDICT_ROWS} rows per call")
+        from ray.exceptions import RayTaskError
+
+        try:
+            answers = self._route(name).predict([list(r) for r in rows], timeout_s=PREDICT_TIMEOUT_S)
+        except RayTaskError as error:
+            if isinstance(error.cause, ValueError | TypeError):
+                raise InvalidSpec.field("rows", str(error.cause)) from None
+            self._routes.pop(name, None)
+            raise
+        except Exception:
+            self._routes.pop(name, None)  # the next call looks the deployment up afresh
+            raise
+        return [Prediction(label=label, probabilities=probabilities) for label, probabilities in answers]
+
+    def _route(self, name: str) -> PredictBatcher:
+        """The batcher in front of the deployment's Serve handle, looked up once and then kept.
+
+        Looking up the deployment and its handle per call costs a store query and a Serve
+        controller round trip, more than the prediction; Deploy drops the cached route.
+        """
+        route = self._routes.get(name)
+        if route is not None:
+            return route
         deployment = self.store.get_deployment(name)
         if deployment.state is not DeploymentState.RUNNING:
             raise FailedPrecondition(f"deployment {name} is {deployment.state.value}")
         from ray import serve
-        from ray.exceptions import RayTaskError
         from ray.serve.exceptions import RayServeException
 
         try:
             handle = serve.get_app_handle(name)
-            answers = handle.predict.remote([list(r) for r in rows]).result(timeout_s=PREDICT_TIMEOUT_S)
-        except RayTaskError as error:
-            if isinstance(error.cause, ValueError | TypeError):
-                raise InvalidSpec.field("rows", str(error.cause)) from None
-            raise
         except RayServeException as error:
             raise NotFound(f"deployment {name} is not running in Ray Serve: {error}") from None
-        return [Prediction(label=label, probabilities=probabilities) for label, probabilities in answers]
+
+        def call(rows: list[list[float]]) -> list[tuple[int, list[float]]]:
+            answers: list[tuple[int, list[float]]] = handle.predict.remote(rows).result(timeout_s=PREDICT_TIMEOUT_S)
+            return answers
+
+        route = PredictBatcher(call, deployment.max_batch_size)
+        self._routes[name] = route
+        return route

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -90,6 +90,7 @@ deployments = sa.Table(
     sa.Column("model_uri", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("max_batch_size", sa.Integer, nullable=False, default=1),
 )
 
 
@@ -227,7 +228,22 @@ class Store:
 
     def record_trial(self, study_id: str, trial: Trial, kind: EventKind) -> None:
         """Upserts the trial and appends its event, unless the study has already ended."""
-        moment = now()
+        self.record_trials(study_id, [(trial, kind, now())])
+
+    def record_trials(self, study_id: str, updates: Sequence[tuple[Trial, EventKind, datetime]]) -> None:
+        """Upserts trials and appends their events, in order and in one transaction,
+        unless the study has already ended."""
+        with self.engine.begin() as conn:
+            state = conn.execute(sa.select(studies.c.state).where(studies.c.study_id == study_id)).scalar()
+            if state is None:
+                raise NotFound(f"no study {study_id!r}")
+            if StudyState(state).is_terminal:
+                return
+            for trial, kind, moment in updates:
+                self._upsert_trial(conn, study_id, trial)
+                self._add_event(conn, study_id, kind, moment, trial_id=trial.trial_id)
+
+    def _upsert_trial(self, conn: Connection, study_id: str, trial: Trial) -> None:
         values = {
             "state": trial.state.value,
             "config": json.dumps(trial.config),
@@ -236,23 +252,14 @@ class Store:
             "mlflow_run_id": trial.mlflow_run_id,
             "error": trial.error,
         }
-        with self.engine.begin() as conn:
-            state = conn.execute(sa.select(studies.c.state).where(studies.c.study_id == study_id)).scalar()
-            if state is None:
-                raise NotFound(f"no study {study_id!r}")
-            if StudyState(state).is_terminal:
-                return
-            updated = conn.execute(
-                trials.update()
-                .where(trials.c.study_id == study_id, trials.c.trial_id == trial.trial_id)
-                .values(**values)
-            )
-            if updated.rowcount == 0:
-                count = conn.execute(
-                    sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id)
-                ).scalar_one()
-                conn.execute(trials.insert().values(study_id=study_id, trial_id=trial.trial_id, number=count, **values))
-            self._add_event(conn, study_id, kind, moment, trial_id=trial.trial_id)
+        updated = conn.execute(
+            trials.update().where(trials.c.study_id == study_id, trials.c.trial_id == trial.trial_id).values(**values)
+        )
+        if updated.rowcount == 0:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id)
+            ).scalar_one()
+            conn.execute(trials.insert().values(study_id=study_id, trial_id=trial.trial_id, number=count, **values))
 
     # ------------------------------------------------------------ events
 
@@ -315,6 +322,7 @@ class Store:
             model_uri=row.model_uri,
             updated_at=_utc(row.updated_at),
             error=row.error,
+            max_batch_size=row.max_batch_size,
         )
 
 

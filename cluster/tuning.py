@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
-from trainers.contract import TrainerInfo
+from trainers.contract import Splits, TrainerInfo
 from trainers.datasets import load_splits
 
 CHECKPOINT_FILE = "state.pt"
+# The most trial time a crash can lose between persisted checkpoints.
+CHECKPOINT_INTERVAL_S = 10.0
 
 
 def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -75,11 +78,19 @@ def _epochs(spec: StudySpec, info: TrainerInfo) -> int:
 
 
 class TuneTrainContext:
-    """The trainer's context inside a Ray Tune trial."""
+    """The trainer's context inside a Ray Tune trial.
 
-    def __init__(self, num_threads: int, device: str) -> None:
+    Checkpoints are persisted at most every `checkpoint_interval_s` and always at the
+    final epoch: each persisted checkpoint is a copy into the experiment storage and,
+    with `num_to_keep`, an experiment-state snapshot on the driver, which per epoch of
+    a short trial costs more than the epoch itself.
+    """
+
+    def __init__(self, num_threads: int, device: str, checkpoint_interval_s: float) -> None:
         self._num_threads = num_threads
         self._device = device
+        self._interval = checkpoint_interval_s
+        self._last_persisted = time.monotonic()
 
     @property
     def device(self) -> str:
@@ -89,10 +100,14 @@ class TuneTrainContext:
     def num_threads(self) -> int:
         return self._num_threads
 
-    def report(self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
-        if checkpoint is None:
+    def report(
+        self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
+    ) -> None:
+        due = final or time.monotonic() - self._last_persisted >= self._interval
+        if checkpoint is None or not due:
             tune.report(dict(metrics))
             return
+        self._last_persisted = time.monotonic()
         # Tune copies the directory into the experiment storage before report returns.
         with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
             torch.save(dict(checkpoint), Path(directory) / CHECKPOINT_FILE)
@@ -111,21 +126,24 @@ def load_checkpoint_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     return state
 
 
-def make_trainable(spec: StudySpec, info: TrainerInfo) -> Any:
-    """The function Tune runs for each trial: fixed params merged with the sampled config."""
+def make_trainable(spec: StudySpec, info: TrainerInfo, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> Any:
+    """The function Tune runs for each trial: fixed params merged with the sampled config.
+
+    The dataset is loaded once, here, and reaches the trials through the object store.
+    """
     fixed = dict(spec.params)
-    dataset = spec.dataset
+    d = spec.dataset
     cpus = max(1, int(spec.resources.cpu))
     wants_gpu = spec.resources.gpu > 0
 
-    def run_trial(config: dict[str, Any]) -> None:
+    def run_trial(config: dict[str, Any], data: Splits) -> None:
         trainer = info.load()
-        data = load_splits(dataset.name, dataset.validation_fraction, dataset.test_fraction, dataset.split_seed)
         device = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
-        trainer.train({**fixed, **config}, data, TuneTrainContext(cpus, device))
+        trainer.train({**fixed, **config}, data, TuneTrainContext(cpus, device, checkpoint_interval_s))
 
+    data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    return tune.with_resources(run_trial, resources)
+    return tune.with_resources(tune.with_parameters(run_trial, data=data), resources)
 
 
 def build_tuner(

@@ -49,8 +49,14 @@ class TrainContext(Protocol):
     def num_threads(self) -> int:
         """How many CPU threads the trial may use."""
 
-    def report(self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
-        """Reports one epoch's metrics, with the state to resume from after it."""
+    def report(
+        self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
+    ) -> None:
+        """Reports one epoch's metrics, with the state to resume from after it.
+
+        The runtime may persist only some checkpoints (a time interval bounds the work
+        a crash can lose), but always the one reported with `final=True`, the last epoch.
+        """
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The state last reported, when this trial is a restart; else None."""

@@ -102,7 +102,7 @@ class MLPClassifierTrainer:
                 "generator": generator.get_state(),
                 "epoch": epoch + 1,
             }
-            context.report(metrics, checkpoint=state)
+            context.report(metrics, checkpoint=state, final=epoch + 1 == int(c["epochs"]))
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

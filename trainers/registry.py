@@ -43,7 +43,22 @@ MLP_CLASSIFIER = TrainerInfo(
     },
 )
 
-BUILT_INS: dict[str, TrainerInfo] = {MLP_CLASSIFIER.name: MLP_CLASSIFIER}
+QUADRATIC = TrainerInfo(
+    name="quadratic",
+    target="trainers.quadratic:QuadraticTrainer",
+    description="An analytic objective with no training, for tests and benchmarks of the machinery itself.",
+    metrics=frozenset({"loss"}),
+    datasets=DATASETS,
+    epochs_param="epochs",
+    params={
+        "epochs": ParamInfo(1, "Reports to make, one per epoch."),
+        "x": ParamInfo(0.0, "First coordinate; the loss is lowest at 0.3."),
+        "y": ParamInfo(0.0, "Second coordinate; the loss is lowest at -0.2."),
+        "seconds_per_epoch": ParamInfo(0.0, "Time each epoch sleeps, to stand in for work."),
+    },
+)
+
+BUILT_INS: dict[str, TrainerInfo] = {info.name: info for info in (MLP_CLASSIFIER, QUADRATIC)}
 
 
 def import_target(target: str) -> Any:

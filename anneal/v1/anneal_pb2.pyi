@@ -221,12 +221,14 @@ class FailurePolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ...) -> None: ...
 
 class DeployPolicy(_message.Message):
-    __slots__ = ("auto", "replicas")
+    __slots__ = ("auto", "replicas", "max_batch_size")
     AUTO_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     auto: bool
     replicas: int
-    def __init__(self, auto: _Optional[bool] = ..., replicas: _Optional[int] = ...) -> None: ...
+    max_batch_size: int
+    def __init__(self, auto: _Optional[bool] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class StudySpec(_message.Message):
     __slots__ = ("name", "trainer", "dataset", "params", "search_space", "objective", "search", "scheduler", "budget", "resources", "failure", "deploy")
@@ -357,7 +359,7 @@ class StudyEvent(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., study_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error")
+    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +368,7 @@ class Deployment(_message.Message):
     MODEL_URI_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     study_id: str
     state: DeploymentState
@@ -374,7 +377,8 @@ class Deployment(_message.Message):
     model_uri: str
     updated_at: _timestamp_pb2.Timestamp
     error: str
-    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    max_batch_size: int
+    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("values",)
@@ -427,12 +431,14 @@ class CancelStudyRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("study_id", "replicas")
+    __slots__ = ("study_id", "replicas", "max_batch_size")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     replicas: int
-    def __init__(self, study_id: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+    max_batch_size: int
+    def __init__(self, study_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
     __slots__ = ("name",)

@@ -31,7 +31,9 @@ class FakeContext:
         self.metrics: list[dict[str, float]] = []
         self.checkpoints: list[dict[str, Any]] = []
 
-    def report(self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None) -> None:
+    def report(
+        self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
+    ) -> None:
         self.metrics.append(dict(metrics))
         if checkpoint is not None:
             buffer = io.BytesIO()

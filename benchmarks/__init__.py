@@ -1,0 +1,1 @@
+"""Reproducible measurements of anneal against the tools it wraps (`make bench`)."""

@@ -1,0 +1,105 @@
+"""What every benchmark shares: a local cluster, rounds, statistics, tables, JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from anneal.settings import Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+console = Console()
+
+
+def machine() -> dict[str, Any]:
+    packages = ("ray", "optuna", "mlflow", "torch", "grpcio", "anneal")
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: version(name) for name in packages},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    """Median and spread ((max - min) / median) of repeated measurements."""
+    median = statistics.median(samples)
+    return {
+        "median": median,
+        "min": min(samples),
+        "max": max(samples),
+        "spread": (max(samples) - min(samples)) / median if median else 0.0,
+        "n": len(samples),
+    }
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def alternate(rounds: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Runs each variant once per round, in turn, so drift in the machine hits them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for number in range(rounds):
+        for name, run in variants.items():
+            value = run()
+            samples[name].append(value)
+            console.log(f"round {number + 1}/{rounds} {name}: {value:.3f}")
+    return samples
+
+
+def show(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(*headers, title=title)
+    for row in rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+def write(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
+    console.print(f"results written to {path}")
+    return path
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    address: str
+
+
+@contextmanager
+def local_stack() -> Iterator[Stack]:
+    """A local Ray cluster and anneal server as `anneal up` starts them, in a temporary home."""
+    from cluster.local import down, up
+
+    home = Path(tempfile.mkdtemp(prefix="anneal-bench-"))
+    settings = Settings.load(home=home, grpc_address="127.0.0.1:0", serve_http_port=0)
+    cluster = up(settings, log=lambda _: None)
+    try:
+        yield Stack(Settings.load(home=home), cluster.grpc_address)
+    finally:
+        import ray
+
+        ray.shutdown()
+        down(settings, log=lambda _: None)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)

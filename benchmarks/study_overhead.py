@@ -1,0 +1,189 @@
+"""Study overhead: the same trials as a plain loop, through Ray Tune two ways, and through anneal.
+
+Workload: N trials of `mlp_classifier` on digits, fixed epochs, no early stopping, 2
+concurrent trials of 1 CPU. Only lr and the optimizer are tuned, so every trial does
+the same compute. The plain loop's summed training time over 2 slots is the physical
+limit; each variant's figure is its wall time over that limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from anneal import Client, StudySpec, StudyState
+from benchmarks.common import Stack, alternate, console, local_stack, show, summary, write
+
+SLOTS = 2
+
+
+def workload(trials: int, epochs: int, name: str = "bench-overhead") -> StudySpec:
+    return StudySpec.parse(
+        {
+            "name": name,
+            "trainer": "mlp_classifier",
+            "dataset": {"name": "digits"},
+            "params": {"epochs": epochs, "batch_size": 64, "hidden_size": 64},
+            "search_space": {
+                "lr": {"float": {"low": 1e-3, "high": 1e-1, "log": True}},
+                "optimizer": {"categorical": ["adam", "sgd"]},
+            },
+            "objective": {"metric": "val_accuracy", "mode": "max"},
+            "search": {"sampler": "tpe", "seed": 0},
+            "scheduler": "none",
+            "budget": {"max_trials": trials, "max_concurrent_trials": SLOTS},
+            "resources": {"cpu": 1},
+        }
+    )
+
+
+class CollectingContext:
+    device = "cpu"
+    num_threads = 1
+
+    def report(self, metrics: Any, checkpoint: Any = None, *, final: bool = False) -> None:
+        pass
+
+    def load_checkpoint(self) -> None:
+        return None
+
+
+def plain_loop(spec: StudySpec) -> tuple[float, float]:
+    """(wall time, summed training time) of the trials run one after another in this process."""
+    import optuna
+
+    from trainers.datasets import load_splits
+    from trainers.mlp import MLPClassifierTrainer
+
+    d = spec.dataset
+    data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+    trainer = MLPClassifierTrainer()
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    start = time.perf_counter()
+    training = 0.0
+    for _ in range(spec.budget.max_trials):
+        trial = optuna.create_study(sampler=sampler).ask()
+        config = {
+            "lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
+            "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
+        }
+        began = time.perf_counter()
+        trainer.train({**spec.params, **config}, data, CollectingContext())
+        training += time.perf_counter() - began
+    return time.perf_counter() - start, training
+
+
+def ray_tune(spec: StudySpec, stack: Stack, *, tuned: bool) -> float:
+    """Ray Tune driven from this process: as its docs show it (tuned=False) or hand-tuned."""
+    import ray
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from cluster.tuning import build_tuner
+    from trainers.registry import resolve
+
+    if not ray.is_initialized():
+        ray.init(address=stack.settings.ray_address, log_to_driver=False)
+    info = resolve(spec.trainer)
+    callbacks: list[tune.Callback] = []
+    if not tuned:
+        callbacks.append(
+            MLflowLoggerCallback(tracking_uri=stack.settings.mlflow_tracking_uri, experiment_name="bench-docs-way")
+        )
+    tuner = build_tuner(
+        spec,
+        info,
+        experiment_name=f"bench-{time.time_ns()}",
+        storage_path=stack.settings.tune_storage,
+        callbacks=callbacks,
+    )
+    tuner._local_tuner._tune_config.reuse_actors = tuned  # type: ignore[union-attr]
+    start = time.perf_counter()
+    results = tuner.fit()
+    elapsed = time.perf_counter() - start
+    assert len(results) == spec.budget.max_trials and not results.errors
+    return elapsed
+
+
+def anneal_end_to_end(spec: StudySpec, stack: Stack) -> float:
+    """Client.create_study -> SUCCEEDED, with every trial checked in the store and MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    with Client(stack.address) as client:
+        start = time.perf_counter()
+        study = client.create_study(spec)
+        study = client.wait_for_study(study.study_id, poll_s=0.05)
+        elapsed = time.perf_counter() - start
+    assert study.state is StudyState.SUCCEEDED, study.error
+    assert len(study.trials) == spec.budget.max_trials
+    runs = MlflowClient(stack.settings.mlflow_tracking_uri).search_runs(
+        [study.mlflow_experiment_id], max_results=10_000
+    )
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.mlflow_run_id]
+    assert len(children) == spec.budget.max_trials, f"{len(children)} child runs in MLflow"
+    return elapsed
+
+
+def run(trials: int, epochs: int, rounds: int) -> dict[str, Any]:
+    spec = workload(trials, epochs)
+    training_times: list[float] = []
+
+    def loop() -> float:
+        wall, training = plain_loop(spec)
+        training_times.append(training)
+        return wall
+
+    plain_loop(workload(2, 1))  # warm the process: torch's first optimiser and data load
+    with local_stack() as stack:
+        samples = alternate(
+            rounds,
+            {
+                "a plain loop": loop,
+                "b Ray Tune, docs way": lambda: ray_tune(spec, stack, tuned=False),
+                "c Ray Tune, hand-tuned": lambda: ray_tune(spec, stack, tuned=True),
+                "d anneal end to end": lambda: anneal_end_to_end(spec, stack),
+            },
+        )
+    limits = [t / SLOTS for t in training_times]
+    limit = summary(limits)["median"]
+    figures = {
+        name: {**summary(values), "over_limit": summary(values)["median"] / limit} for name, values in samples.items()
+    }
+    # Ratios within each round, so drift between rounds cancels.
+    per_round = {
+        name: summary([v / lim for v, lim in zip(values, limits, strict=True)]) for name, values in samples.items()
+    }
+    rows = [(name, f["median"], f"{f['spread']:.0%}", per_round[name]["median"]) for name, f in figures.items()]
+    show(
+        f"Study overhead: {trials} trials x {epochs} epochs, {SLOTS} slots; physical limit {limit:.2f} s",
+        ["variant", "wall s (median)", "spread", "x limit"],
+        rows,
+    )
+    return {
+        "trials": trials,
+        "epochs": epochs,
+        "rounds": rounds,
+        "limit_s": summary(limits),
+        "variants": figures,
+        "over_limit_per_round": per_round,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.trials, args.epochs, args.rounds = 2, 1, 1
+    result = run(args.trials, args.epochs, args.rounds)
+    if not args.smoke:
+        write("study_overhead", result)
+    console.print("done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Dynamic batching of Predict calls.
+
+Every Predict that reaches a replica pays a hop through Ray Serve, which costs far
+more than the forward pass of a small model. Calls that arrive while a batch is in
+flight are merged into the next one, up to `max_rows` rows: a lone caller waits for
+nothing, and many concurrent callers share hops.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+Rows = list[list[float]]
+Answers = list[tuple[int, list[float]]]
+
+
+@dataclass
+class _Request:
+    rows: Rows
+    answer: Future[Answers] = field(default_factory=Future)
+
+
+class PredictBatcher:
+    """Sends the rows of concurrent calls to `predict` in merged batches, from `dispatchers` threads."""
+
+    def __init__(self, predict: Callable[[Rows], Answers], max_rows: int, dispatchers: int = 2) -> None:
+        self._predict = predict
+        self.max_rows = max_rows
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._dispatch, name=f"anneal-batcher-{n}", daemon=True) for n in range(dispatchers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def predict(self, rows: Rows, timeout_s: float) -> Answers:
+        if self.max_rows <= 1 or len(rows) >= self.max_rows:
+            return self._predict(rows)
+        request = _Request(rows)
+        self._queue.put(request)
+        return request.answer.result(timeout=timeout_s)
+
+    def _dispatch(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            size = len(batch[0].rows)
+            while size < self.max_rows:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(request)
+                size += len(request.rows)
+            self._answer(batch)
+
+    def _answer(self, batch: Sequence[_Request]) -> None:
+        try:
+            answers = self._predict([row for request in batch for row in request.rows])
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].answer.set_exception(error)
+                return
+            # One caller's bad rows must not fail the others: answer each on its own.
+            for request in batch:
+                self._answer([request])
+            return
+        start = 0
+        for request in batch:
+            request.answer.set_result(answers[start : start + len(request.rows)])
+            start += len(request.rows)

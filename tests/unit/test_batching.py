@@ -1,0 +1,57 @@
+"""Dynamic batching merges concurrent Predict calls without mixing up or failing their answers."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cluster.batching import Answers, PredictBatcher, Rows
+
+
+class SlowModel:
+    """Answers each row with its first value as the label; records the batch sizes it saw."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+
+    def __call__(self, rows: Rows) -> Answers:
+        self.gate.wait(timeout=5)
+        self.batches.append(len(rows))
+        if any(len(r) != 2 for r in rows):
+            raise ValueError("each row needs 2 values")
+        return [(int(r[0]), [1.0]) for r in rows]
+
+
+def test_concurrent_calls_are_merged_and_answered_in_order() -> None:
+    model = SlowModel()
+    batcher = PredictBatcher(model, max_rows=64, dispatchers=1)
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(batcher.predict, [[float(n), 0.0], [float(n), 1.0]], 10) for n in range(16)]
+        model.gate.set()
+        answers = [f.result() for f in futures]
+    assert all([label for label, _ in answer] == [n, n] for n, answer in enumerate(answers))
+    assert sum(model.batches) == 32
+    assert len(model.batches) < 16  # calls that waited shared a batch
+
+
+def test_bad_rows_fail_only_their_own_call() -> None:
+    model = SlowModel()
+    batcher = PredictBatcher(model, max_rows=64, dispatchers=1)
+    with ThreadPoolExecutor(8) as pool:
+        good = [pool.submit(batcher.predict, [[float(n), 0.0]], 10) for n in range(6)]
+        bad = pool.submit(batcher.predict, [[1.0, 2.0, 3.0]], 10)
+        model.gate.set()
+        assert [f.result()[0][0] for f in good] == list(range(6))
+        with pytest.raises(ValueError, match="2 values"):
+            bad.result()
+
+
+def test_batching_off_calls_straight_through() -> None:
+    model = SlowModel()
+    model.gate.set()
+    batcher = PredictBatcher(model, max_rows=1)
+    assert batcher.predict([[3.0, 0.0]], 1) == [(3, [1.0])]
+    assert model.batches == [1]

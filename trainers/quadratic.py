@@ -1,0 +1,50 @@
+"""`quadratic`: a known objective and no training, to measure and test the machinery around trials.
+
+Its model is a constant classifier (zero weights), so a study of it can be packaged and
+served like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainers.contract import DataShape, Splits, TrainContext
+from trainers.registry import QUADRATIC
+
+
+def loss_at(x: float, y: float) -> float:
+    return (x - 0.3) ** 2 + (y + 0.2) ** 2
+
+
+class QuadraticTrainer:
+    def build_model(self, config: Mapping[str, Any], shape: DataShape) -> nn.Module:
+        return nn.Linear(shape.n_features, shape.n_classes)
+
+    def model_state(self, checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = checkpoint["model"]
+        return state
+
+    def predict(self, model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(model(rows), dim=1)
+
+    def train(self, config: Mapping[str, Any], data: Splits, context: TrainContext) -> None:
+        c = {name: config.get(name, info.default) for name, info in QUADRATIC.params.items()}
+        model = self.build_model(c, data.shape)
+        nn.init.zeros_(model.weight)  # type: ignore[arg-type]
+        nn.init.zeros_(model.bias)  # type: ignore[arg-type]
+        resumed = context.load_checkpoint()
+        start = int(resumed["epoch"]) if resumed else 0
+        for epoch in range(start, int(c["epochs"])):
+            if float(c["seconds_per_epoch"]) > 0:
+                time.sleep(float(c["seconds_per_epoch"]))
+            context.report(
+                {"loss": loss_at(float(c["x"]), float(c["y"]))},
+                checkpoint={"model": model.state_dict(), "epoch": epoch + 1},
+                final=epoch + 1 == int(c["epochs"]),
+            )
