@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint protos up down clean
+.PHONY: demo test unit integration lint protos bench up down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/anneal/v1/*.proto
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 up: $(STAMP)
 	$(BIN)/anneal up

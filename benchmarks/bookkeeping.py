@@ -136,16 +136,15 @@ def suggestion_seconds(after: int, asks: int = 20) -> float:
     return statistics.median(times)
 
 
-def run(trials: int, rounds: int, suggestion_points: list[int]) -> dict[str, Any]:
+def run(stack: Stack, trials: int, rounds: int, suggestion_points: list[int]) -> dict[str, Any]:
     startup: list[float] = []
-    with local_stack() as stack:
-        samples = alternate(
-            rounds,
-            {
-                "bare Ray Tune + OptunaSearch": lambda: bare_tune(trials, stack),
-                "anneal (MLflow + store)": lambda: anneal_study(trials, stack, startup),
-            },
-        )
+    samples = alternate(
+        rounds,
+        {
+            "bare Ray Tune + OptunaSearch": lambda: bare_tune(trials, stack),
+            "anneal (MLflow + store)": lambda: anneal_study(trials, stack, startup),
+        },
+    )
     figures = {name: summary(values) for name, values in samples.items()}
     names = list(samples)
     ratios = summary([a / b for a, b in zip(samples[names[1]], samples[names[0]], strict=True)])
@@ -179,7 +178,8 @@ def main() -> None:
     points = [100, 300, 500]
     if args.smoke:
         args.trials, args.rounds, points = 4, 1, [5]
-    result = run(args.trials, args.rounds, points)
+    with local_stack() as stack:
+        result = run(stack, args.trials, args.rounds, points)
     if not args.smoke:
         write("bookkeeping", result)
     console.print("done")

@@ -117,12 +117,12 @@ def throughput(address: str, row: list[float], clients: int, seconds: float) -> 
     return len(everything) / elapsed, percentile(everything, 99)
 
 
-def run(requests: int, rounds: int, seconds: float, concurrency: list[int]) -> dict[str, Any]:
+def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: list[int]) -> dict[str, Any]:
     from trainers.datasets import load_splits
 
     data = load_splits("digits", 0.2, 0.2, 0)
     row = data.x_test[0].tolist()
-    with local_stack() as stack, Client(stack.address) as client:
+    with Client(stack.address) as client:
         study_id, to_deploy = deploy_and_time(client)
         study = client.get_study(study_id)
         paths = latency_paths(client, stack, row, study.model_uri)
@@ -192,7 +192,8 @@ def main() -> None:
     concurrency = [1, 8, 32]
     if args.smoke:
         args.requests, args.rounds, args.seconds, concurrency = 5, 1, 0.3, [1, 2]
-    result = run(args.requests, args.rounds, args.seconds, concurrency)
+    with local_stack() as stack:
+        result = run(stack, args.requests, args.rounds, args.seconds, concurrency)
     if not args.smoke:
         write("serving", result)
     console.print("done")

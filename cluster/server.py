@@ -139,7 +139,18 @@ def build_service(settings: Settings) -> AnnealService:
     from cluster.store import Store
 
     connect_ray(settings)
+    warm_up(settings)
     return AnnealService(settings, Store(settings.store_url), JobLauncher(settings))
+
+
+def warm_up(settings: Settings) -> None:
+    """Pays one-time costs at start-up rather than in the first study or deploy: Serve's
+    controller and HTTP proxy (loopback only), and MLflow's schema migrations."""
+    from mlflow.tracking import MlflowClient
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_http_port})
+    MlflowClient(tracking_uri=settings.mlflow_tracking_uri).search_experiments(max_results=1)
 
 
 def serve_forever(settings: Settings) -> None:

@@ -1,0 +1,31 @@
+"""Each benchmark runs end to end at tiny sizes, so none of them can rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bookkeeping, serving, study_overhead
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_study_overhead_runs(stack: Stack) -> None:
+    result = study_overhead.run(stack, trials=2, epochs=1, rounds=1)  # type: ignore[arg-type]
+    assert set(result["variants"]) == {
+        "a plain loop", "b Ray Tune, docs way", "c Ray Tune, hand-tuned", "d anneal end to end"
+    }  # fmt: skip
+    assert all(v["over_limit"] > 0 for v in result["variants"].values())
+
+
+def test_bookkeeping_runs(stack: Stack) -> None:
+    result = bookkeeping.run(stack, trials=4, rounds=1, suggestion_points=[5])  # type: ignore[arg-type]
+    assert result["anneal_over_bare"]["median"] > 0
+    assert result["suggestion_s"][5] > 0
+
+
+def test_serving_runs(stack: Stack) -> None:
+    result = serving.run(stack, requests=5, rounds=1, seconds=0.3, concurrency=[1, 2])  # type: ignore[arg-type]
+    assert set(result["latency"]) == {"raw forward (in process)", "Serve handle", "Serve HTTP", "anneal gRPC Predict"}
+    assert result["time_to_deploy_s"] > 0
+    assert result["throughput"]["batching on"][2]["requests_per_s"] > 0
