@@ -9,6 +9,7 @@ limit; each variant's figure is its wall time over that limit.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from anneal import Client, StudySpec, StudyState
 from benchmarks.common import Stack, alternate, console, local_stack, show, summary, write
 
 SLOTS = 2
+LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 def workload(trials: int, epochs: int, name: str = "bench-overhead") -> StudySpec:
@@ -56,6 +58,7 @@ def plain_loop(spec: StudySpec) -> tuple[float, float]:
     from trainers.datasets import load_splits
     from trainers.mlp import MLPClassifierTrainer
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     d = spec.dataset
     data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
     trainer = MLPClassifierTrainer()
@@ -74,34 +77,83 @@ def plain_loop(spec: StudySpec) -> tuple[float, float]:
     return time.perf_counter() - start, training
 
 
+class UserContext:
+    """What a Ray Tune user writes by hand: a `tune.report` per epoch, with a checkpoint
+    every epoch (as the docs show) or only at the last epoch (hand-tuned)."""
+
+    device = "cpu"
+    num_threads = 1
+
+    def __init__(self, checkpoint_every_epoch: bool) -> None:
+        self.every = checkpoint_every_epoch
+
+    def report(self, metrics: Any, checkpoint: Any = None, *, final: bool = False) -> None:
+        import tempfile
+        from pathlib import Path
+
+        import torch
+        from ray import tune
+
+        if checkpoint is None or not (self.every or final):
+            tune.report(dict(metrics))
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(dict(checkpoint), Path(directory) / "state.pt")
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def load_checkpoint(self) -> None:
+        return None
+
+
 def ray_tune(spec: StudySpec, stack: Stack, *, tuned: bool) -> float:
-    """Ray Tune driven from this process: as its docs show it (tuned=False) or hand-tuned."""
+    """Ray Tune driven from this process, with a function trainable a user would write:
+    as the docs show it (tuned=False: defaults, MLflowLoggerCallback) or hand-tuned
+    (reused actors, no callbacks)."""
+    import optuna
     import ray
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    from cluster.tuning import build_tuner
-    from trainers.registry import resolve
+    from cluster.tuning import optuna_space
+    from trainers.datasets import load_splits
+    from trainers.mlp import MLPClassifierTrainer
 
     if not ray.is_initialized():
         ray.init(address=stack.settings.ray_address, log_to_driver=False)
-    info = resolve(spec.trainer)
-    callbacks: list[tune.Callback] = []
-    if not tuned:
-        callbacks.append(
-            MLflowLoggerCallback(tracking_uri=stack.settings.mlflow_tracking_uri, experiment_name="bench-docs-way")
-        )
-    tuner = build_tuner(
-        spec,
-        info,
-        experiment_name=f"bench-{time.time_ns()}",
-        storage_path=stack.settings.tune_storage,
-        callbacks=callbacks,
+    fixed = dict(spec.params)
+
+    def train(config: dict[str, Any], data: Any) -> None:
+        MLPClassifierTrainer().train({**fixed, **config}, data, UserContext(checkpoint_every_epoch=not tuned))
+
+    d = spec.dataset
+    data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+    search = tune.search.optuna.OptunaSearch(
+        space=optuna_space(spec), metric="val_accuracy", mode="max", sampler=optuna.samplers.TPESampler(seed=0)
     )
-    tuner._local_tuner._tune_config.reuse_actors = tuned  # type: ignore[union-attr]
-    start = time.perf_counter()
-    results = tuner.fit()
-    elapsed = time.perf_counter() - start
+    callbacks = (
+        []
+        if tuned
+        else [MLflowLoggerCallback(tracking_uri=stack.settings.mlflow_tracking_uri, experiment_name="bench-docs-way")]
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(train, data=data), {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=search, num_samples=spec.budget.max_trials, max_concurrent_trials=SLOTS, reuse_actors=tuned
+        ),
+        run_config=tune.RunConfig(
+            name=f"bench-{time.time_ns()}", storage_path=stack.settings.tune_storage, callbacks=callbacks, verbose=0
+        ),
+    )
+    # anneal turns Tune's automatic result loggers off in its own processes (this one too);
+    # the docs way has them, as Tune's defaults do.
+    loggers = os.environ.get(LOGGERS_OFF)
+    os.environ[LOGGERS_OFF] = "1" if tuned else "0"
+    try:
+        start = time.perf_counter()
+        results = tuner.fit()
+        elapsed = time.perf_counter() - start
+    finally:
+        os.environ[LOGGERS_OFF] = loggers or "0"
     assert len(results) == spec.budget.max_trials and not results.errors
     return elapsed
 

@@ -28,6 +28,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from anneal.types import EventKind, Trial, TrialState
 from cluster.store import Store, now
 from cluster.tracking import MlflowTracker
+from cluster.tuning import EPOCH, HISTORY
 
 log = logging.getLogger("anneal.recording")
 
@@ -48,6 +49,7 @@ def reported_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         key: float(value)
         for key, value in result.items()
         if key not in AUTO_RESULT_KEYS
+        and key not in (EPOCH, HISTORY)
         and not key.startswith(("time_", "done", "trial_id", "experiment_", "should_checkpoint"))
         and isinstance(value, int | float)
         and not isinstance(value, bool)
@@ -183,7 +185,7 @@ class TrialRecorder(tune.Callback):
             state=state,
             config={k: plain(v) for k, v in trial.config.items()},
             metrics=reported_metrics(result),
-            epochs=int(result.get("training_iteration", 0)),
+            epochs=int(result.get(EPOCH, 0)),
             error=error,
         )
 
@@ -196,11 +198,15 @@ class TrialRecorder(tune.Callback):
         self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, result: dict[str, Any], **info: Any
     ) -> None:
         snapshot = self._trial(trial, TrialState.RUNNING, result=result)
-        step = int(result.get("training_iteration", 0))
-        self.writer.put(Record(EventKind.TRIAL_RESULT, snapshot, step=step))
+        # One result carries every epoch since the last: each becomes its own record.
+        for epoch in result.get(HISTORY) or [result]:
+            metrics = reported_metrics(epoch)
+            step = int(epoch.get(EPOCH, 0))
+            record = snapshot.model_copy(update={"metrics": metrics, "epochs": step})
+            self.writer.put(Record(EventKind.TRIAL_RESULT, record, step=step))
 
     def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
-        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        epochs = int((trial.last_result or {}).get(EPOCH, 0))
         state = TrialState.COMPLETED if epochs >= self.epochs else TrialState.STOPPED_EARLY
         self._end(trial, state, "FINISHED")
 

@@ -23,6 +23,13 @@ from trainers.datasets import load_splits
 CHECKPOINT_FILE = "state.pt"
 # The most trial time a crash can lose between persisted checkpoints.
 CHECKPOINT_INTERVAL_S = 10.0
+# How often a trial hands its epochs to Tune. Each hand-over stops the training thread
+# until the driver fetches the result, which for epochs of milliseconds costs more than
+# the epoch; early stopping decides at this granularity.
+REPORT_INTERVAL_S = 0.5
+# Result keys: the epoch count (schedulers' time attribute) and every epoch since the last result.
+EPOCH = "epoch"
+HISTORY = "anneal_epochs"
 
 
 def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -56,14 +63,14 @@ def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
     if config.asha is not None:
         epochs = _epochs(spec, info)
         return ASHAScheduler(
-            time_attr="training_iteration",
+            time_attr=EPOCH,
             max_t=max(epochs, config.asha.grace_period),
             grace_period=config.asha.grace_period,
             reduction_factor=config.asha.reduction_factor,
         )
     if config.median is not None:
         return MedianStoppingRule(
-            time_attr="training_iteration",
+            time_attr=EPOCH,
             grace_period=config.median.grace_period,
             min_samples_required=config.median.min_samples_required,
         )
@@ -80,17 +87,26 @@ def _epochs(spec: StudySpec, info: TrainerInfo) -> int:
 class TuneTrainContext:
     """The trainer's context inside a Ray Tune trial.
 
-    Checkpoints are persisted at most every `checkpoint_interval_s` and always at the
-    final epoch: each persisted checkpoint is a copy into the experiment storage and,
-    with `num_to_keep`, an experiment-state snapshot on the driver, which per epoch of
-    a short trial costs more than the epoch itself.
+    Epochs reach Tune every `report_interval_s` (and at the final epoch), each result
+    carrying every epoch since the last one, so no metric is lost. Checkpoints are
+    persisted at most every `checkpoint_interval_s` and always at the final epoch: each
+    is a copy into the experiment storage and an experiment-state snapshot on the driver.
     """
 
-    def __init__(self, num_threads: int, device: str, checkpoint_interval_s: float) -> None:
+    def __init__(
+        self,
+        num_threads: int,
+        device: str,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        report_interval_s: float = REPORT_INTERVAL_S,
+    ) -> None:
         self._num_threads = num_threads
         self._device = device
-        self._interval = checkpoint_interval_s
-        self._last_persisted = time.monotonic()
+        self._checkpoint_interval = checkpoint_interval_s
+        self._report_interval = report_interval_s
+        self._last_persisted = self._last_reported = time.monotonic()
+        self._epoch = 0
+        self._pending: list[dict[str, float]] = []
 
     @property
     def device(self) -> str:
@@ -103,26 +119,43 @@ class TuneTrainContext:
     def report(
         self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
     ) -> None:
-        due = final or time.monotonic() - self._last_persisted >= self._interval
-        if checkpoint is None or not due:
-            tune.report(dict(metrics))
+        self._epoch += 1
+        self._pending.append({**metrics, EPOCH: self._epoch})
+        moment = time.monotonic()
+        if not final and moment - self._last_reported < self._report_interval:
             return
-        self._last_persisted = time.monotonic()
+        result = {**metrics, EPOCH: self._epoch, HISTORY: self._pending}
+        self._pending = []
+        self._last_reported = moment
+        persist = checkpoint is not None and (final or moment - self._last_persisted >= self._checkpoint_interval)
+        if not persist:
+            tune.report(result)
+            return
+        self._last_persisted = moment
         # Tune copies the directory into the experiment storage before report returns.
         with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
-            torch.save(dict(checkpoint), Path(directory) / CHECKPOINT_FILE)
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
+            torch.save({"state": dict(checkpoint or {}), EPOCH: self._epoch}, Path(directory) / CHECKPOINT_FILE)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        return load_checkpoint_state(checkpoint)
+        saved = load_checkpoint_file(checkpoint)
+        self._epoch = int(saved[EPOCH])
+        state: dict[str, Any] = saved["state"]
+        return state
+
+
+def load_checkpoint_file(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        saved: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    return saved
 
 
 def load_checkpoint_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
-    with checkpoint.as_directory() as directory:
-        state: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    """The trainer's state inside a checkpoint a trial persisted."""
+    state: dict[str, Any] = load_checkpoint_file(checkpoint)["state"]
     return state
 
 
