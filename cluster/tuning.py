@@ -211,7 +211,10 @@ def build_tuner(
             name=experiment_name,
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune snapshots the whole experiment state (searcher included)
+            # whenever a trial has made num_to_keep checkpoints since the last snapshot;
+            # with one, that is after every short trial.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
             verbose=0,
         ),
