@@ -2,8 +2,8 @@
 
 Every Predict that reaches a replica pays a hop through Ray Serve, which costs far
 more than the forward pass of a small model. Calls that arrive while a batch is in
-flight are merged into the next one, up to `max_rows` rows: a lone caller waits for
-nothing, and many concurrent callers share hops.
+flight are merged into the next one, up to `max_rows` rows: a lone caller goes
+straight through on its own thread, and many concurrent callers share hops.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class PredictBatcher:
         self._predict = predict
         self.max_rows = max_rows
         self._queue: queue.Queue[_Request] = queue.Queue()
+        self._lock = threading.Lock()
+        self._in_flight = 0  # calls to `predict` under way, inline or dispatched
         self._threads = [
             threading.Thread(target=self._dispatch, name=f"anneal-batcher-{n}", daemon=True) for n in range(dispatchers)
         ]
@@ -40,6 +42,16 @@ class PredictBatcher:
     def predict(self, rows: Rows, timeout_s: float) -> Answers:
         if self.max_rows <= 1 or len(rows) >= self.max_rows:
             return self._predict(rows)
+        with self._lock:
+            idle = self._in_flight == 0 and self._queue.empty()
+            if idle:
+                self._in_flight += 1
+        if idle:  # nothing to merge with: skip the hand-over to a dispatcher thread
+            try:
+                return self._predict(rows)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
         request = _Request(rows)
         self._queue.put(request)
         return request.answer.result(timeout=timeout_s)
@@ -55,7 +67,13 @@ class PredictBatcher:
                     break
                 batch.append(request)
                 size += len(request.rows)
-            self._answer(batch)
+            with self._lock:
+                self._in_flight += 1
+            try:
+                self._answer(batch)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
 
     def _answer(self, batch: Sequence[_Request]) -> None:
         try:
