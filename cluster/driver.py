@@ -24,7 +24,7 @@ from cluster.recording import TrialRecorder, TrialWriter, plain
 from cluster.serving import LoadedModel, write_model_package
 from cluster.store import Store
 from cluster.tracking import MlflowTracker
-from cluster.tuning import build_tuner, load_checkpoint_state
+from cluster.tuning import build_tuner, load_checkpoint_state, planned_epochs
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_splits
 from trainers.registry import check_spec
@@ -73,7 +73,7 @@ def _tune_and_finish(
 ) -> None:
     connect_ray(settings)
     _cancel_on_sigterm()
-    epochs = _epochs(spec, info)
+    epochs = planned_epochs(spec, info) or 0
     writer = TrialWriter(store, tracker, study_id)
     recorder = TrialRecorder(writer, spec.params, epochs)
     tuner = build_tuner(spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder])
@@ -110,12 +110,6 @@ def _tune_and_finish(
         from cluster.service import deploy_study
 
         deploy_study(store, settings, study_id, spec.deploy.replicas)
-
-
-def _epochs(spec: StudySpec, info: TrainerInfo) -> int:
-    if info.epochs_param is None:
-        return 0
-    return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
 
 
 def _package_best(

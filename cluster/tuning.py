@@ -61,7 +61,7 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
     config = spec.scheduler
     if config.asha is not None:
-        epochs = _epochs(spec, info)
+        epochs = planned_epochs(spec, info) or 100
         return ASHAScheduler(
             time_attr=EPOCH,
             max_t=max(epochs, config.asha.grace_period),
@@ -77,11 +77,11 @@ def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
     return FIFOScheduler()
 
 
-def _epochs(spec: StudySpec, info: TrainerInfo) -> int:
-    if info.epochs_param is None:
-        return 100
-    value = spec.params.get(info.epochs_param, info.params[info.epochs_param].default if info.params else 100)
-    return int(value)
+def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
+    """The epochs each trial runs to the end, where the trainer has an epochs parameter."""
+    if info.epochs_param is None or info.epochs_param not in info.params:
+        return None
+    return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
 
 
 class TuneTrainContext:
