@@ -63,20 +63,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The study driver: `anneal run --study ID` (submitted by the server) or `anneal run spec.yaml`."""
-    from cluster.driver import run_study
+    """The study driver: `anneal run --study ID` or `--standby JOB_ID` (jobs the server submits),
+    or `anneal run spec.yaml`."""
+    from cluster.driver import prepare_driver, run_study, wait_for_assignment
     from cluster.store import Store
+    from cluster.writer import TrialWriter
     from trainers.registry import check_spec
 
     settings = _settings(args)
-    if args.study:
+    writer: TrialWriter | None = None
+    if args.standby:
+        writer = prepare_driver(settings)
+        assigned = wait_for_assignment(settings, args.standby)
+        if assigned is None:
+            writer.close()
+            console.print("no study was handed to this standby driver; exiting")
+            return 0
+        study_id = assigned
+    elif args.study:
         study_id = args.study
     else:
         spec = StudySpec.load(args.spec)
         check_spec(spec, allow_import_paths=True)
         study_id = Store(settings.store_url).create_study(spec).study_id
         console.print(f"study {study_id} recorded in {settings.store_url}")
-    study = run_study(settings, study_id, allow_import_paths=True)
+    study = run_study(settings, study_id, allow_import_paths=True, writer=writer)
     _print_study(study)
     return 0 if study.state is StudyState.SUCCEEDED else 1
 
@@ -239,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = sub.add_mutually_exclusive_group(required=True)
     group.add_argument("spec", nargs="?", help="a spec file to run as a new study")
     group.add_argument("--study", help="the id of a recorded study")
+    group.add_argument("--standby", metavar="JOB_ID", help="wait, warmed up, for the study handed to this Ray job")
     sub = command("demo", cmd_demo, "up, tune, deploy, predict, down")
     sub.add_argument("--spec", default="examples/digits.yaml")
     return parser

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     serve_http_port: int = Field(8000, description="Port of Ray Serve's HTTP proxy (loopback).")
     reflection: bool = Field(False, description="Serve gRPC reflection.")
     num_cpus: int = Field(0, description="CPUs the local Ray head offers; 0 means all.")
+    standby_drivers: int = Field(
+        1,
+        ge=0,
+        description="Study drivers the server keeps started and idle, so a new study skips a Ray job's start-up.",
+    )
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

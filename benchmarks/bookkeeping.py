@@ -100,8 +100,10 @@ def anneal_study(trials: int, stack: Stack, startup: list[float]) -> float:
 
     with Client(stack.address) as client:
         began = time.time()
-        study = client.wait_for_study(client.create_study(spec(trials)).study_id, poll_s=0.1)
-        events = list(client.watch_study(study.study_id))
+        created = client.create_study(spec(trials))
+        # Watched as `anneal submit --watch` does: events arrive as they happen, without polling.
+        events = list(client.watch_study(created.study_id))
+        study = client.get_study(created.study_id)
     assert study.state is StudyState.SUCCEEDED, study.error
     assert len(study.trials) == trials, f"{len(study.trials)} trials in the store"
     runs = MlflowClient(stack.settings.mlflow_tracking_uri).search_runs(

@@ -54,11 +54,37 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+def _busy_fraction(window_s: float) -> float:
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:8]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    idle_before, total_before = read()
+    time.sleep(window_s)
+    idle_after, total_after = read()
+    total = total_after - total_before
+    return 1.0 - (idle_after - idle_before) / total if total else 0.0
+
+
+def settle(busy_below: float = 0.15, window_s: float = 0.5, max_wait_s: float = 60.0, min_wait_s: float = 2.0) -> None:
+    """Waits until the machine is quiet, so work left over from one variant (a standby
+    driver starting, actors shutting down) does not slow the next one. The server starts a
+    standby driver within a second of a study's end, hence the minimum wait."""
+    time.sleep(min_wait_s)
+    if not os.path.exists("/proc/stat"):
+        return
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline and _busy_fraction(window_s) >= busy_below:
+        pass
+
+
 def alternate(rounds: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
     """Runs each variant once per round, in turn, so drift in the machine hits them alike."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for number in range(rounds):
         for name, run in variants.items():
+            settle()
             value = run()
             samples[name].append(value)
             console.log(f"round {number + 1}/{rounds} {name}: {value:.3f}")

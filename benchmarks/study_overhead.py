@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from anneal import Client, StudySpec, StudyState
+from anneal.types import EventKind
 from benchmarks.common import Stack, alternate, console, local_stack, show, summary, write
 
 SLOTS = 2
@@ -165,8 +166,12 @@ def anneal_end_to_end(spec: StudySpec, stack: Stack) -> float:
     with Client(stack.address) as client:
         start = time.perf_counter()
         study = client.create_study(spec)
-        study = client.wait_for_study(study.study_id, poll_s=0.05)
+        # Watched as `anneal submit --watch` does: the end arrives as an event, without polling.
+        for event in client.watch_study(study.study_id):
+            if event.kind is EventKind.STUDY_ENDED:
+                break
         elapsed = time.perf_counter() - start
+        study = client.get_study(study.study_id)
     assert study.state is StudyState.SUCCEEDED, study.error
     assert len(study.trials) == spec.budget.max_trials
     runs = MlflowClient(stack.settings.mlflow_tracking_uri).search_runs(

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,22 @@ import ray
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Study, StudyState
-from cluster.recording import TrialRecorder, TrialWriter, plain
+from cluster.recording import TrialRecorder, plain
 from cluster.serving import LoadedModel, write_model_package
 from cluster.store import Store
 from cluster.tracking import MlflowTracker
-from cluster.tuning import build_tuner, load_checkpoint_state, planned_epochs
+from cluster.trial import load_checkpoint_state
+from cluster.tuning import build_tuner, planned_epochs
+from cluster.writer import TrialWriter
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_splits
 from trainers.registry import check_spec
 
 log = logging.getLogger("anneal.driver")
+
+# How often a standby driver looks for a study handed to it, and how long it waits for one.
+STANDBY_POLL_S = 0.05
+STANDBY_IDLE_S = 3600.0
 
 
 def _cancel_on_sigterm() -> None:
@@ -42,8 +49,47 @@ def connect_ray(settings: Settings) -> None:
         ray.init(address=settings.ray_address or "auto", log_to_driver=False, logging_level=logging.WARNING)
 
 
-def run_study(settings: Settings, study_id: str, *, allow_import_paths: bool = False) -> Study:
-    """Runs a recorded study to its end and returns it as the store has it then."""
+def start_writer(settings: Settings) -> TrialWriter:
+    return TrialWriter(settings.store_url, settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+
+
+def prepare_driver(settings: Settings) -> TrialWriter:
+    """Pays a driver's one-time costs before it has a study: the Ray connection, MLflow's
+    SQL store and the trial writer's process. (torch, Tune and MLflow were imported with
+    this module.)"""
+    connect_ray(settings)
+    MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client.search_experiments(max_results=1)
+    return start_writer(settings)
+
+
+def wait_for_assignment(
+    settings: Settings, job_id: str, *, poll_s: float = STANDBY_POLL_S, idle_s: float = STANDBY_IDLE_S
+) -> str | None:
+    """A standby driver's wait: the id of the PENDING study the server hands to the Ray job
+    `job_id`, or None when none came within `idle_s`."""
+    store = Store(settings.store_url)
+    deadline = time.monotonic() + idle_s
+    while time.monotonic() < deadline:
+        study_id = store.study_for_job(job_id, StudyState.PENDING)
+        if study_id is not None:
+            return study_id
+        time.sleep(poll_s)
+    return None
+
+
+def run_study(
+    settings: Settings, study_id: str, *, allow_import_paths: bool = False, writer: TrialWriter | None = None
+) -> Study:
+    """Runs a recorded study to its end and returns it as the store has it then. `writer`,
+    when given (a standby driver started it ahead), records its trials; it is closed here."""
+    writer = writer or start_writer(settings)
+    try:
+        return _run_study(settings, study_id, allow_import_paths, writer)
+    finally:
+        writer.close()
+
+
+def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writer: TrialWriter) -> Study:
     store = Store(settings.store_url)
     study = store.get_study(study_id)
     spec = study.spec
@@ -60,7 +106,7 @@ def run_study(settings: Settings, study_id: str, *, allow_import_paths: bool = F
         tracker.end_run(tracker.parent_run_id, "KILLED")
         return store.get_study(study_id)
     try:
-        _tune_and_finish(settings, store, tracker, study_id, spec, info)
+        _tune_and_finish(settings, store, tracker, writer, study_id, spec, info)
     except BaseException as error:
         store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=f"the study driver failed: {error!r}")
         tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
@@ -69,24 +115,27 @@ def run_study(settings: Settings, study_id: str, *, allow_import_paths: bool = F
 
 
 def _tune_and_finish(
-    settings: Settings, store: Store, tracker: MlflowTracker, study_id: str, spec: StudySpec, info: TrainerInfo
+    settings: Settings,
+    store: Store,
+    tracker: MlflowTracker,
+    writer: TrialWriter,
+    study_id: str,
+    spec: StudySpec,
+    info: TrainerInfo,
 ) -> None:
     connect_ray(settings)
     _cancel_on_sigterm()
-    epochs = planned_epochs(spec, info) or 0
-    writer = TrialWriter(store, tracker, study_id)
-    recorder = TrialRecorder(writer, spec.params, epochs)
+    writer.start(study_id, tracker.experiment_id, tracker.parent_run_id)
+    recorder = TrialRecorder(writer, spec.params, planned_epochs(spec, info) or 0)
     tuner = build_tuner(spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder])
-    try:
-        grid = tuner.fit()
-    finally:
-        writer.close()  # every trial is in the store and MLflow before the study ends
-    results = [grid[i] for i in range(len(grid))]
-
-    if store.get_study(study_id).state is StudyState.CANCELLED:
-        recorder.end_open_runs("KILLED")
+    grid = tuner.fit()
+    cancelled = store.get_study(study_id).state is StudyState.CANCELLED
+    # Every trial is in the store and MLflow before the study ends; runs a cancel cut short end KILLED.
+    writer.flush(end_open_runs="KILLED" if cancelled else "")
+    if cancelled:
         tracker.end_run(tracker.parent_run_id, "KILLED")
         return
+    results = [grid[i] for i in range(len(grid))]
     metric, sign = spec.objective.metric, (1 if spec.objective.mode == "max" else -1)
     scored = [
         r

@@ -1,14 +1,29 @@
-"""Studies run as Ray jobs (Ray Jobs API): the server submits, stops and inspects them."""
+"""Studies run as Ray jobs (Ray Jobs API): the server submits, stops and inspects them.
+
+A Ray job's start-up (job supervisor, a fresh Python process, imports of torch, Tune
+and MLflow) takes seconds. So the launcher keeps a standby driver: a job started ahead
+of time, with those imports done, that waits for the server to hand it a study (see
+`cluster.driver.wait_for_assignment`). A study handed to it starts in milliseconds; one
+created while no standby is up gets a job of its own, as before.
+"""
 
 from __future__ import annotations
 
+import logging
 import shlex
+import threading
+import uuid
+from collections.abc import Callable
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from anneal.settings import Settings
 
+log = logging.getLogger("anneal.jobs")
+
 RAY_TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
+STANDBY_PREFIX = "anneal-standby-"
+STANDBY_METADATA = "anneal.standby"
 
 
 def job_id_for(study_id: str) -> str:
@@ -16,7 +31,7 @@ def job_id_for(study_id: str) -> str:
 
 
 class JobLauncher:
-    """Submits `anneal run --study ID` to the cluster's job API, with the settings as its environment."""
+    """Submits `anneal run` to the cluster's job API, with the settings as its environment."""
 
     def __init__(self, settings: Settings) -> None:
         if not settings.ray_dashboard_url:
@@ -25,19 +40,68 @@ class JobLauncher:
             )
         self.settings = settings
         self.client = JobSubmissionClient(settings.ray_dashboard_url)
+        self._standby: str | None = None
+        self._lock = threading.Lock()
 
     def submit(self, study_id: str) -> str:
+        """The job that will run the study: the standby driver when one is up, else a new job.
+
+        The caller hands the study over by recording the returned job id on it.
+        """
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if standby and not self.is_gone(standby):
+            return standby
+        return self.submit_own_job(study_id)
+
+    def submit_own_job(self, study_id: str) -> str:
+        return self._submit(f"--study {shlex.quote(study_id)}", job_id_for(study_id), {"anneal.study_id": study_id})
+
+    def wants_standby(self) -> bool:
+        """True when standbys are configured and none is up."""
+        if self.settings.standby_drivers < 1:
+            return False
+        with self._lock:
+            standby = self._standby
+        return standby is None or self.is_gone(standby)
+
+    def start_standby(self) -> str:
+        job_id = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
+        self._submit(f"--standby {job_id}", job_id, {STANDBY_METADATA: "1"})
+        with self._lock:
+            self._standby = job_id
+        log.info("started standby study driver %s", job_id)
+        return job_id
+
+    def adopt_standby(self, holds_study: Callable[[str], bool]) -> str | None:
+        """After a server restart: takes over a standby that is still up and holds no study."""
+        for job in self.client.list_jobs():
+            if (job.metadata or {}).get(STANDBY_METADATA) and not job.status.is_terminal():
+                if job.submission_id and not holds_study(job.submission_id):
+                    with self._lock:
+                        self._standby = job.submission_id
+                    return job.submission_id
+        return None
+
+    def _submit(self, arguments: str, job_id: str, metadata: dict[str, str]) -> str:
         env = {**self.settings.to_env(), **RAY_TOKEN_ENV}
         return self.client.submit_job(
-            entrypoint=f"anneal run --study {shlex.quote(study_id)}",
-            submission_id=job_id_for(study_id),
+            entrypoint=f"anneal run {arguments}",
+            submission_id=job_id,
             runtime_env={"env_vars": env},
-            metadata={"anneal.study_id": study_id},
+            metadata=metadata,
         )
 
     def stop(self, job_id: str) -> None:
         if job_id and not self.status(job_id).is_terminal():
             self.client.stop_job(job_id)
+
+    def is_gone(self, job_id: str) -> bool:
+        """True when the job has ended or the cluster no longer knows it."""
+        try:
+            return self.status(job_id).is_terminal()
+        except RuntimeError:  # the Jobs API answers an unknown job with an error
+            return True
 
     def status(self, job_id: str) -> JobStatus:
         return self.client.get_job_status(job_id)

@@ -130,6 +130,7 @@ def start_server(service: AnnealService, address: str, *, reflection_on: bool = 
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    threading.Thread(target=service.keep_drivers, args=(stopping,), name="anneal-driver-keeper", daemon=True).start()
     return RunningServer(server, port, health_servicer, stopping)
 
 

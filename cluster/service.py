@@ -12,7 +12,7 @@ from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, EventKind, Prediction, Study, StudyEvent, StudyState
 from cluster.batching import PredictBatcher
-from cluster.jobs import JobLauncher
+from cluster.jobs import STANDBY_PREFIX, JobLauncher
 from cluster.serving import deploy_model, route_for
 from cluster.store import Store, now
 from trainers.registry import check_spec
@@ -20,6 +20,7 @@ from trainers.registry import check_spec
 log = logging.getLogger("anneal.service")
 
 PREDICT_TIMEOUT_S = 30.0
+DRIVER_KEEPER_INTERVAL_S = 1.0
 MAX_PREDICT_ROWS = 10_000
 
 
@@ -111,6 +112,31 @@ class AnnealService:
             raise FailedPrecondition(f"study {study_id} already ended {current.state.value}")
         self.jobs.stop(study.ray_job_id)
         return self.store.get_study(study_id)
+
+    # ------------------------------------------------------------ study drivers
+
+    def keep_drivers(self, stop: threading.Event, interval_s: float = DRIVER_KEEPER_INTERVAL_S) -> None:
+        """Runs `tend_drivers` every `interval_s` until `stop` is set (the server's keeper thread)."""
+        try:
+            self.jobs.adopt_standby(lambda job_id: self.store.study_for_job(job_id) is not None)
+        except Exception:
+            log.exception("could not list the cluster's jobs to adopt a standby driver")
+        while not stop.wait(interval_s):
+            try:
+                self.tend_drivers()
+            except Exception:
+                log.exception("the study driver keeper failed a pass; it tries again")
+
+    def tend_drivers(self) -> None:
+        """Gives a study handed to a standby driver that is gone a job of its own, and starts a
+        standby when none is up. Only while no study runs: its start-up would slow that study."""
+        for study_id, job_id in self.store.stranded_studies(STANDBY_PREFIX):
+            if self.jobs.is_gone(job_id):
+                log.warning("standby driver %s ended before it took study %s; submitting a job", job_id, study_id)
+                self.store.update_study(study_id, ray_job_id=self.jobs.submit_own_job(study_id))
+        busy = self.store.count_studies([StudyState.PENDING, StudyState.RUNNING])
+        if not busy and self.jobs.wants_standby():
+            self.jobs.start_standby()
 
     # ------------------------------------------------------------ serving
 

@@ -184,6 +184,32 @@ class Store:
             ids = conn.execute(sa.select(studies.c.study_id).order_by(studies.c.created_at)).scalars().all()
         return [self.get_study(study_id) for study_id in ids]
 
+    def study_for_job(self, job_id: str, state: StudyState | None = None) -> str | None:
+        """The study handed to the Ray job `job_id` (in `state`, when given), if there is one."""
+        query = sa.select(studies.c.study_id).where(studies.c.ray_job_id == job_id)
+        if state is not None:
+            query = query.where(studies.c.state == state.value)
+        with self.engine.connect() as conn:
+            found: str | None = conn.execute(query.limit(1)).scalar()
+        return found
+
+    def stranded_studies(self, job_prefix: str) -> list[tuple[str, str]]:
+        """(study id, job id) of PENDING studies handed to jobs whose id starts with `job_prefix`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(studies.c.study_id, studies.c.ray_job_id).where(
+                    studies.c.state == StudyState.PENDING.value, studies.c.ray_job_id.startswith(job_prefix)
+                )
+            ).all()
+        return [(row.study_id, row.ray_job_id) for row in rows]
+
+    def count_studies(self, states: Iterable[StudyState]) -> int:
+        with self.engine.connect() as conn:
+            count: int = conn.execute(
+                sa.select(sa.func.count()).select_from(studies).where(studies.c.state.in_([s.value for s in states]))
+            ).scalar_one()
+        return count
+
     def update_study(self, study_id: str, **values: Any) -> None:
         if "best_test_metrics" in values:
             values["best_test_metrics"] = json.dumps(values["best_test_metrics"])

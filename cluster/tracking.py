@@ -58,14 +58,22 @@ class MlflowTracker:
         self._log_params(self.parent_run_id, fixed_params)
         self.client.log_text(self.parent_run_id, spec_yaml, "study.yaml")
 
-    def start_trial(self, trial_id: str, params: Mapping[str, Any]) -> str:
+    def start_trial(self, trial_id: str) -> str:
+        """A child run for the trial; its params go with its first metrics (`log_batch`)."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=trial_id,
             tags={"mlflow.parentRunId": self.parent_run_id, "anneal.trial_id": trial_id, "anneal.kind": "trial"},
         )
-        self._log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def log_batch(self, run_id: str, params: Mapping[str, Any], metrics: list[tuple[str, float, int, int]]) -> None:
+        """One MLflow call: params as text, metrics as (key, value, timestamp ms, step)."""
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), stamp, step) for key, value, stamp, step in metrics],
+            params=[Param(k, _param_value(v)) for k, v in params.items()],
+        )
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)

@@ -14,6 +14,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from anneal import InvalidSpec, NotFound, StudyState, convert
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
+from cluster.jobs import STANDBY_METADATA
 from tests.integration.conftest import Stack, small_spec
 
 pytestmark = pytest.mark.integration
@@ -101,3 +102,28 @@ def test_cancel_stops_a_running_study_and_frees_its_resources(stack: Stack) -> N
         assert final.state is StudyState.CANCELLED
         assert all(t.state.is_terminal for t in final.trials)
         assert len(final.trials) < 50
+
+
+def running_standby(stack: Stack, timeout_s: float = 120.0, other_than: str = "") -> str:
+    """The standby driver the server keeps up, once it is running."""
+    jobs = JobSubmissionClient(stack.settings.ray_dashboard_url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for job in jobs.list_jobs():
+            if (job.metadata or {}).get(STANDBY_METADATA) and job.status is JobStatus.RUNNING and job.submission_id:
+                if job.submission_id == other_than:
+                    continue
+                return job.submission_id
+        time.sleep(0.5)
+    raise AssertionError(f"no standby study driver running after {timeout_s:.0f} s")
+
+
+def test_a_study_starts_on_the_standby_driver_and_a_new_one_follows(stack: Stack) -> None:
+    standby = running_standby(stack)
+    with stack.client() as client:
+        created = client.create_study(small_spec("it-standby"))
+        assert created.ray_job_id == standby  # handed over, not a Ray job of its own
+        study = client.wait_for_study(created.study_id, timeout_s=120, poll_s=0.5)
+    assert study.state is StudyState.SUCCEEDED, study.error
+    assert len(study.trials) == 4
+    running_standby(stack, other_than=standby)  # the keeper starts the next one

@@ -56,3 +56,9 @@ def test_import_is_light(loaded: dict[str, list[str]], module: str) -> None:
 def test_the_probe_sees_what_is_imported() -> None:
     # A cheap check that the probe would notice a dependency (importing torch here would take seconds).
     assert "yaml" in result(probe("anneal", ("yaml",)))
+
+
+def test_trial_actor_code_leaves_driver_packages_out() -> None:
+    # Every trial actor imports cluster.trial when it starts, on the cores the trials train on.
+    driver_only = ("optuna", "mlflow", "sqlalchemy", "sklearn")
+    assert result(probe("cluster.trial", driver_only)) == []

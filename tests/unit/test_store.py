@@ -341,3 +341,32 @@ def test_store_reopens_an_existing_database(tmp_path: Path, example_spec: StudyS
         assert again.get_study(study_id).spec == example_spec
     finally:
         again.close()
+
+
+def test_study_for_job_finds_the_study_handed_to_a_job(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    assert store.study_for_job("anneal-standby-1") is None
+    store.update_study(study_id, ray_job_id="anneal-standby-1")
+    assert store.study_for_job("anneal-standby-1", StudyState.PENDING) == study_id
+    start(store, study_id)
+    assert store.study_for_job("anneal-standby-1", StudyState.PENDING) is None  # claimed: not handed out twice
+    assert store.study_for_job("anneal-standby-1") == study_id
+
+
+def test_stranded_studies_are_pending_on_matching_jobs(store: Store, example_spec: StudySpec) -> None:
+    waiting = store.create_study(example_spec).study_id
+    store.update_study(waiting, ray_job_id="anneal-standby-1")
+    own_job = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
+    store.update_study(own_job, ray_job_id=f"anneal-{own_job}")
+    assert store.stranded_studies("anneal-standby-") == [(waiting, "anneal-standby-1")]
+    start(store, waiting)
+    assert store.stranded_studies("anneal-standby-") == []
+
+
+def test_count_studies_by_state(store: Store, example_spec: StudySpec) -> None:
+    first = store.create_study(example_spec).study_id
+    store.create_study(example_spec.model_copy(update={"name": "other"}))
+    start(store, first)
+    assert store.count_studies([StudyState.RUNNING]) == 1
+    assert store.count_studies([StudyState.PENDING, StudyState.RUNNING]) == 2
+    assert store.count_studies([StudyState.SUCCEEDED]) == 0

@@ -1,0 +1,230 @@
+"""The trial writer: a process of its own that records trials in the store and MLflow.
+
+Tune calls its callbacks on the driver's single event loop, between scheduling
+decisions. The callback only queues what happened; this process drains the queue in
+order and writes each drained batch as one store transaction and, per MLflow run, one
+`log_batch` (params and metrics together). In a process of its own, a write never holds
+the driver's interpreter lock while Tune decides what runs next, and it runs on another
+core. Nothing is dropped: a failed write is retried, and `flush` raises if it still fails.
+
+A standby driver starts its writer while it waits for a study, so the writer's imports
+and database connections are paid before the study starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from anneal.types import EventKind, Trial
+from cluster.store import Store, now
+
+log = logging.getLogger("anneal.writer")
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+WRITE_ATTEMPTS = 4
+REPLY_POLL_S = 1.0
+T = TypeVar("T")
+
+
+@dataclass
+class Record:
+    """One thing that happened to a trial, as the callback saw it."""
+
+    kind: EventKind
+    trial: Trial
+    time: datetime = field(default_factory=now)
+    params: dict[str, Any] = field(default_factory=dict)  # TRIAL_STARTED: what the child run logs
+    # TRIAL_RESULT: every epoch the result carries, (epoch, metrics), for MLflow's histories.
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    mlflow_status: str = ""  # TRIAL_ENDED: FINISHED, FAILED or KILLED
+
+
+@dataclass
+class Start:
+    """Which study the writer records into."""
+
+    study_id: str
+    experiment_id: str
+    parent_run_id: str
+
+
+@dataclass
+class Flush:
+    """Write everything before this, then answer; end the open runs with `end_open_runs`."""
+
+    token: int
+    end_open_runs: str = ""
+
+
+class TrialWriter:
+    """The driver's handle on the writer process: `put` never blocks, `flush` waits."""
+
+    def __init__(self, store_url: str, tracking_uri: str, artifact_root: str) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs Ray
+        self._inbox: Any = context.Queue()
+        self._replies: Any = context.Queue()
+        self._process = context.Process(
+            target=serve,
+            args=(store_url, tracking_uri, artifact_root, self._inbox, self._replies),
+            name="anneal-trial-writer",
+            daemon=True,
+        )
+        self._process.start()
+        self._tokens = 0
+
+    def start(self, study_id: str, experiment_id: str, parent_run_id: str) -> None:
+        self._inbox.put(Start(study_id, experiment_id, parent_run_id))
+
+    def put(self, record: Record) -> None:
+        self._inbox.put(record)
+
+    def flush(self, end_open_runs: str = "") -> None:
+        """Waits until everything queued so far is written; raises if a write failed for good.
+        With `end_open_runs`, MLflow runs of trials that never ended get that status."""
+        self._tokens += 1
+        self._inbox.put(Flush(self._tokens, end_open_runs))
+        while True:
+            try:
+                token, failure = self._replies.get(timeout=REPLY_POLL_S)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    raise RuntimeError(f"the trial writer exited with code {self._process.exitcode}") from None
+                continue
+            if token == self._tokens:
+                break
+        if failure:
+            raise RuntimeError(f"recording trials failed: {failure}")
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Ends the writer once it has written what was put; `flush` first to see failures."""
+        self._inbox.put(None)
+        self._process.join(timeout=timeout_s)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def serve(store_url: str, tracking_uri: str, artifact_root: str, inbox: Any, replies: Any) -> None:
+    """The writer process: connects, then writes what arrives until it receives None."""
+    from cluster.tracking import MlflowTracker
+
+    tracker = MlflowTracker(tracking_uri, artifact_root)
+    tracker.client.search_experiments(max_results=1)  # connect and check the schema now
+    writing = Writing(Store(store_url), tracker)
+    while True:
+        messages = [inbox.get()]
+        while True:
+            try:
+                messages.append(inbox.get_nowait())
+            except queue.Empty:
+                break
+        if not writing.handle(messages, replies):
+            return
+
+
+class Writing:
+    """The writer process's state: the study, its trials' MLflow runs, the first failure."""
+
+    def __init__(self, store: Store, tracker: Any) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.study_id = ""
+        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self.ended: set[str] = set()
+        self.failure = ""
+
+    def handle(self, messages: list[Any], replies: Any) -> bool:
+        """Writes the records among `messages`, answering flushes in order; False on None."""
+        records: list[Record] = []
+        for message in messages:
+            if isinstance(message, Record):
+                records.append(message)
+                continue
+            self._write_guarded(records)
+            records = []
+            if message is None:
+                return False
+            if isinstance(message, Start):
+                self._start(message)
+            elif isinstance(message, Flush):
+                if message.end_open_runs:
+                    self._end_open_runs(message.end_open_runs)
+                replies.put((message.token, self.failure))
+        self._write_guarded(records)
+        return True
+
+    def _start(self, start: Start) -> None:
+        self.study_id = start.study_id
+        self.tracker.experiment_id = start.experiment_id
+        self.tracker.parent_run_id = start.parent_run_id
+
+    def _write_guarded(self, records: list[Record]) -> None:
+        if not records or self.failure:
+            return
+        try:
+            self.write(records)
+        except Exception as error:  # answered to the driver's next flush
+            log.exception("could not record %d trial events", len(records))
+            self.failure = repr(error)
+
+    def write(self, records: list[Record]) -> None:
+        params: dict[str, dict[str, Any]] = defaultdict(dict)
+        metrics: dict[str, list[Any]] = defaultdict(list)
+        rows = []
+        for record in records:
+            trial_id = record.trial.trial_id
+            if record.kind is EventKind.TRIAL_STARTED and trial_id not in self.runs:
+                self.runs[trial_id] = retry(self.tracker.start_trial, trial_id)
+                params[self.runs[trial_id]].update(record.params)
+            run_id = self.runs.get(trial_id, "")
+            if record.kind is EventKind.TRIAL_RESULT:
+                stamp = int(record.time.timestamp() * 1000)
+                metrics[run_id] += [(k, v, stamp, step) for step, values in record.history for k, v in values.items()]
+            if record.kind is EventKind.TRIAL_ENDED and run_id:
+                self._log(run_id, params.pop(run_id, {}), metrics.pop(run_id, []))
+                retry(self.tracker.end_run, run_id, record.mlflow_status, record.trial.error)
+                self.ended.add(trial_id)
+            rows.append((record.trial.model_copy(update={"mlflow_run_id": run_id}), record.kind, record.time))
+        for run_id in set(params) | set(metrics):
+            self._log(run_id, params.get(run_id, {}), metrics.get(run_id, []))
+        retry(self.store.record_trials, self.study_id, rows)
+
+    def _log(self, run_id: str, params: Mapping[str, Any], metrics: list[Any]) -> None:
+        """Params and metrics in as few `log_batch` calls as MLflow's limits allow."""
+        param_items = list(params.items())
+        calls = max(
+            -(-len(param_items) // MAX_PARAMS_PER_BATCH),
+            -(-len(metrics) // MAX_METRICS_PER_BATCH),
+        )
+        for call in range(calls):
+            retry(
+                self.tracker.log_batch,
+                run_id,
+                dict(param_items[call * MAX_PARAMS_PER_BATCH : (call + 1) * MAX_PARAMS_PER_BATCH]),
+                metrics[call * MAX_METRICS_PER_BATCH : (call + 1) * MAX_METRICS_PER_BATCH],
+            )
+
+    def _end_open_runs(self, status: str) -> None:
+        for trial_id, run_id in self.runs.items():
+            if trial_id not in self.ended:
+                retry(self.tracker.end_run, run_id, status)
+                self.ended.add(trial_id)
+
+
+def retry(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            return write(*args, **kwargs)
+        except Exception:
+            if attempt == WRITE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
