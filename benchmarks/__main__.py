@@ -28,7 +28,7 @@ def main() -> None:
                 "bookkeeping": bookkeeping.run(
                     stack, trials=500, rounds=args.rounds, suggestion_points=[100, 300, 500]
                 ),
-                "serving": serving.run(stack, requests=300, rounds=args.rounds, seconds=3.0, concurrency=[1, 8, 32]),
+                "serving": serving.run(stack, requests=300, rounds=args.rounds, seconds=2.0, concurrency=[1, 8, 32]),
             }
             for name, result in results.items():
                 write(name, result)

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from anneal import Client, StudySpec, StudyState
-from benchmarks.common import Stack, alternate, console, local_stack, show, summary, write
+from benchmarks.common import Stack, alternate, console, local_stack, show, summary, wait_for_next_standby, write
 
 SPACE = {"x": (-1.0, 1.0), "y": (-1.0, 1.0)}
 
@@ -115,6 +115,7 @@ def anneal_study(trials: int, stack: Stack, startup: list[float]) -> float:
     ends = [e.time.timestamp() for e in events if e.kind is EventKind.TRIAL_ENDED]
     assert len(ends) == trials
     startup.append(min(starts) - began)
+    wait_for_next_standby(stack, study.ray_job_id)
     return trials / (max(ends) - min(starts))
 
 

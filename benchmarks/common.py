@@ -67,16 +67,35 @@ def _busy_fraction(window_s: float) -> float:
     return 1.0 - (idle_after - idle_before) / total if total else 0.0
 
 
-def settle(busy_below: float = 0.15, window_s: float = 0.5, max_wait_s: float = 60.0, min_wait_s: float = 2.0) -> None:
-    """Waits until the machine is quiet, so work left over from one variant (a standby
-    driver starting, actors shutting down) does not slow the next one. The server starts a
-    standby driver within a second of a study's end, hence the minimum wait."""
-    time.sleep(min_wait_s)
+def settle(busy_below: float = 0.15, window_s: float = 0.5, max_wait_s: float = 60.0) -> None:
+    """Waits until the machine is quiet, so work left over from one variant (actors
+    shutting down, a standby driver starting) does not slow the next one."""
     if not os.path.exists("/proc/stat"):
         return
     deadline = time.monotonic() + max_wait_s
     while time.monotonic() < deadline and _busy_fraction(window_s) >= busy_below:
         pass
+
+
+def wait_for_next_standby(stack: Stack, used_job: str, timeout_s: float = 90.0) -> None:
+    """After an anneal study: the server starts its next standby driver once the study's
+    driver has ended. Waits for it and for its start-up to finish, so that neither slows
+    the next variant (nor is the next study denied its standby)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from cluster.jobs import STANDBY_METADATA
+
+    jobs = JobSubmissionClient(stack.settings.ray_dashboard_url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(
+            (job.metadata or {}).get(STANDBY_METADATA) and job.status is JobStatus.RUNNING
+            for job in jobs.list_jobs()
+            if job.submission_id != used_job
+        ):
+            break
+        time.sleep(0.5)
+    settle()
 
 
 def alternate(rounds: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from anneal import AnnealError, Client, StudySpec, StudyState
 from anneal.types import EventKind
-from benchmarks.common import Stack, console, local_stack, percentile, show, summary, write
+from benchmarks.common import Stack, console, local_stack, percentile, show, summary, wait_for_next_standby, write
 
 NAME = "bench-digits"
 
@@ -125,6 +125,7 @@ def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: l
     with Client(stack.address) as client:
         study_id, to_deploy = deploy_and_time(client)
         study = client.get_study(study_id)
+        wait_for_next_standby(stack, study.ray_job_id)
         paths = latency_paths(client, stack, row, study.model_uri)
         for call in paths.values():
             timed(call, 20)  # warm every path

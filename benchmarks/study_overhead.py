@@ -15,7 +15,7 @@ from typing import Any
 
 from anneal import Client, StudySpec, StudyState
 from anneal.types import EventKind
-from benchmarks.common import Stack, alternate, console, local_stack, show, summary, write
+from benchmarks.common import Stack, alternate, console, local_stack, show, summary, wait_for_next_standby, write
 
 SLOTS = 2
 LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -179,6 +179,7 @@ def anneal_end_to_end(spec: StudySpec, stack: Stack) -> float:
     )
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.mlflow_run_id]
     assert len(children) == spec.budget.max_trials, f"{len(children)} child runs in MLflow"
+    wait_for_next_standby(stack, study.ray_job_id)
     return elapsed
 
 

@@ -41,6 +41,7 @@ class JobLauncher:
         self.settings = settings
         self.client = JobSubmissionClient(settings.ray_dashboard_url)
         self._standby: str | None = None
+        self._handed: set[str] = set()  # jobs given a study, until they end
         self._lock = threading.Lock()
 
     def submit(self, study_id: str) -> str:
@@ -50,12 +51,26 @@ class JobLauncher:
         """
         with self._lock:
             standby, self._standby = self._standby, None
-        if standby and not self.is_gone(standby):
-            return standby
-        return self.submit_own_job(study_id)
+        job_id = standby if standby and not self.is_gone(standby) else self.submit_own_job(study_id)
+        with self._lock:
+            self._handed.add(job_id)
+        return job_id
 
     def submit_own_job(self, study_id: str) -> str:
-        return self._submit(f"--study {shlex.quote(study_id)}", job_id_for(study_id), {"anneal.study_id": study_id})
+        job_id = self._submit(f"--study {shlex.quote(study_id)}", job_id_for(study_id), {"anneal.study_id": study_id})
+        with self._lock:
+            self._handed.add(job_id)
+        return job_id
+
+    def drivers_running(self) -> bool:
+        """True while a job given a study has not ended: after its study, it may still be
+        deploying the best model, which a standby's start-up would slow."""
+        with self._lock:
+            handed = list(self._handed)
+        ended = {job_id for job_id in handed if self.is_gone(job_id)}
+        with self._lock:
+            self._handed -= ended
+        return len(ended) < len(handed)
 
     def wants_standby(self) -> bool:
         """True when standbys are configured and none is up."""

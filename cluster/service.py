@@ -129,12 +129,13 @@ class AnnealService:
 
     def tend_drivers(self) -> None:
         """Gives a study handed to a standby driver that is gone a job of its own, and starts a
-        standby when none is up. Only while no study runs: its start-up would slow that study."""
+        standby when none is up. Only while no study or study driver runs: its start-up would
+        slow them."""
         for study_id, job_id in self.store.stranded_studies(STANDBY_PREFIX):
             if self.jobs.is_gone(job_id):
                 log.warning("standby driver %s ended before it took study %s; submitting a job", job_id, study_id)
                 self.store.update_study(study_id, ray_job_id=self.jobs.submit_own_job(study_id))
-        busy = self.store.count_studies([StudyState.PENDING, StudyState.RUNNING])
+        busy = self.store.count_studies([StudyState.PENDING, StudyState.RUNNING]) or self.jobs.drivers_running()
         if not busy and self.jobs.wants_standby():
             self.jobs.start_standby()
 

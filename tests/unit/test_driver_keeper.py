@@ -25,6 +25,10 @@ class RecordingJobs:
         self.gone: set[str] = set()
         self.own_jobs: list[str] = []
         self.standbys_started = 0
+        self.driving: set[str] = set()
+
+    def drivers_running(self) -> bool:
+        return bool(self.driving - self.gone)
 
     def adopt_standby(self, holds_study: object) -> None:
         return None
@@ -82,6 +86,15 @@ def test_no_standby_starts_while_a_study_runs(
     store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING)
     service.tend_drivers()
     assert jobs.standbys_started == 0  # its start-up would take the running study's CPUs
+
+
+def test_no_standby_starts_while_a_driver_finishes_its_study(service: AnnealService, jobs: RecordingJobs) -> None:
+    jobs.driving.add("anneal-standby-0")  # its study ended; it is still deploying the best model
+    service.tend_drivers()
+    assert jobs.standbys_started == 0
+    jobs.gone.add("anneal-standby-0")
+    service.tend_drivers()
+    assert jobs.standbys_started == 1
 
 
 def test_study_of_an_ended_standby_gets_its_own_job(
