@@ -69,7 +69,12 @@ def wait_for_assignment(
     `job_id`, or None when none came within `idle_s`."""
     store = Store(settings.store_url)
     deadline = time.monotonic() + idle_s
+    supervisor = os.getppid()
     while time.monotonic() < deadline:
+        if os.getppid() != supervisor:
+            # The job's supervisor is gone (Ray stopped, `anneal down`): nobody can hand a study over.
+            log.info("the Ray job supervisor is gone; the standby driver %s exits", job_id)
+            return None
         study_id = store.study_for_job(job_id, StudyState.PENDING)
         if study_id is not None:
             return study_id
