@@ -58,7 +58,7 @@ def prepare_driver(settings: Settings) -> TrialWriter:
     SQL store and the trial writer's process. (torch, Tune and MLflow were imported with
     this module.)"""
     connect_ray(settings)
-    MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client.search_experiments(max_results=1)
+    MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
     return start_writer(settings)
 
 

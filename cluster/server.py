@@ -147,11 +147,12 @@ def build_service(settings: Settings) -> AnnealService:
 def warm_up(settings: Settings) -> None:
     """Pays one-time costs at start-up rather than in the first study or deploy: Serve's
     controller and HTTP proxy (loopback only), and MLflow's schema migrations."""
-    from mlflow.tracking import MlflowClient
     from ray import serve
 
+    from cluster.tracking import MlflowTracker
+
     serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_http_port})
-    MlflowClient(tracking_uri=settings.mlflow_tracking_uri).search_experiments(max_results=1)
+    MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
 
 
 def serve_forever(settings: Settings) -> None:

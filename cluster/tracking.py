@@ -30,6 +30,11 @@ class MlflowTracker:
         self.experiment_id = ""
         self.parent_run_id = ""
 
+    def open_store(self) -> None:
+        """Opens the tracking store now (migrating a fresh database's schema, seconds the
+        first time) rather than on the first write."""
+        self.client.search_experiments(max_results=1)
+
     # Tune pickles its callbacks with the experiment state: no live client inside.
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "client"}
@@ -77,7 +82,7 @@ class MlflowTracker:
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()])
+        self.log_batch(run_id, {}, [(k, v, stamp, step) for k, v in metrics.items()])
 
     def end_run(self, run_id: str, status: str, error: str = "") -> None:
         if error:

@@ -117,7 +117,7 @@ def serve(store_url: str, tracking_uri: str, artifact_root: str, inbox: Any, rep
     from cluster.tracking import MlflowTracker
 
     tracker = MlflowTracker(tracking_uri, artifact_root)
-    tracker.client.search_experiments(max_results=1)  # connect and check the schema now
+    tracker.open_store()
     writing = Writing(Store(store_url), tracker)
     while True:
         messages = [inbox.get()]
