@@ -80,6 +80,18 @@ class JobLauncher:
             standby = self._standby
         return standby is None or self.is_gone(standby)
 
+    def stop_standby(self) -> None:
+        """Stops the standby, which holds no study (the server is shutting down); one still
+        starting would otherwise outlive the cluster, stuck connecting to it."""
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if not standby:
+            return
+        try:
+            self.stop(standby)
+        except Exception:  # shutting down: report it and go on
+            log.warning("could not stop standby study driver %s", standby, exc_info=True)
+
     def start_standby(self) -> str:
         job_id = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
         self._submit(f"--standby {job_id}", job_id, {STANDBY_METADATA: "1"})

@@ -157,7 +157,8 @@ def warm_up(settings: Settings) -> None:
 
 def serve_forever(settings: Settings) -> None:
     """`anneal serve`: runs until SIGTERM or SIGINT, then drains in-flight calls."""
-    running = start_server(build_service(settings), settings.grpc_address, reflection_on=settings.reflection)
+    service = build_service(settings)
+    running = start_server(service, settings.grpc_address, reflection_on=settings.reflection)
     log.info("anneal gRPC server listening on %s", settings.grpc_address)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -165,3 +166,4 @@ def serve_forever(settings: Settings) -> None:
     done.wait()
     log.info("shutting down")
     running.stop()
+    service.jobs.stop_standby()
