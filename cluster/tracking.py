@@ -3,8 +3,10 @@ the best model's weights and config as artifacts, and a registered model version
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +22,45 @@ def _param_value(value: Any) -> str:
     return str(value)[:6000]
 
 
+@contextmanager
+def _schema_lock(tracking_uri: str) -> Iterator[None]:
+    """Holds a lock file beside a SQLite tracking database. Opening MLflow's store migrates
+    a fresh database's schema, and two processes migrating one file at once break each
+    other (the server, a driver and its writer process all open it)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == f"{prefix}:memory:":
+        yield
+        return
+    database = Path(tracking_uri[len(prefix) :])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An MLflow client. Creating it opens the tracking store, which migrates a fresh
+    SQLite database: under `_schema_lock`, so concurrent first opens take turns."""
+    with _schema_lock(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
 class MlflowTracker:
     """What the study driver writes to MLflow. Not thread-safe; the Tune loop calls it serially."""
 
     def __init__(self, tracking_uri: str, artifact_root: str) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
         self.experiment_id = ""
         self.parent_run_id = ""
 
     def open_store(self) -> None:
-        """Opens the tracking store now (migrating a fresh database's schema, seconds the
-        first time) rather than on the first write."""
+        """Makes a first call to the tracking store now (a tracking server's connection, a
+        SQLite database's first query) rather than on the first write."""
         self.client.search_experiments(max_results=1)
 
     # Tune pickles its callbacks with the experiment state: no live client inside.
@@ -41,7 +69,7 @@ class MlflowTracker:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = open_client(self.tracking_uri)
 
     def start_study(self, study_id: str, name: str, spec_yaml: str, fixed_params: Mapping[str, Any]) -> None:
         experiment_name = f"{name}/{study_id}"
