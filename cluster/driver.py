@@ -27,6 +27,7 @@ from cluster.store import Store
 from cluster.tracking import MlflowTracker
 from cluster.trial import load_checkpoint_state
 from cluster.tuning import build_tuner, planned_epochs
+from cluster.warm import prestart_trial_workers
 from cluster.writer import TrialWriter
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_splits
@@ -55,9 +56,11 @@ def start_writer(settings: Settings) -> TrialWriter:
 
 def prepare_driver(settings: Settings) -> TrialWriter:
     """Pays a driver's one-time costs before it has a study: the Ray connection, MLflow's
-    SQL store and the trial writer's process. (torch, Tune and MLflow were imported with
-    this module.)"""
+    SQL store, the trial writer's process and warm trial workers. (torch, Tune and MLflow
+    were imported with this module.)"""
     connect_ray(settings)
+    if settings.warm_trial_workers:
+        prestart_trial_workers(keep_alive_s=STANDBY_IDLE_S)
     MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
     return start_writer(settings)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from anneal.settings import Settings
+from cluster.warm import SETUP_HOOK
 
 log = logging.getLogger("anneal.jobs")
 
@@ -111,11 +112,14 @@ class JobLauncher:
         return None
 
     def _submit(self, arguments: str, job_id: str, metadata: dict[str, str]) -> str:
-        env = {**self.settings.to_env(), **RAY_TOKEN_ENV}
+        env_vars = {**self.settings.to_env(), **RAY_TOKEN_ENV}
+        runtime_env: dict[str, object] = {"env_vars": env_vars}
+        if self.settings.warm_trial_workers:
+            runtime_env["worker_process_setup_hook"] = SETUP_HOOK
         return self.client.submit_job(
             entrypoint=f"anneal run {arguments}",
             submission_id=job_id,
-            runtime_env={"env_vars": env},
+            runtime_env=runtime_env,
             metadata=metadata,
         )
 

@@ -1,0 +1,90 @@
+"""Warm trial workers: Ray worker processes started before a study, with a trial's imports done.
+
+Every Ray Tune trial actor takes a fresh worker process, and a fresh process pays, before
+its first epoch, for importing Ray Tune and torch and for torch's lazy import of
+torch._dynamo at the first optimiser: seconds of CPU per concurrent trial, in every study,
+on the cores the trials train on. A standby driver has its idle time to spare, so it asks
+each node's raylet to start worker processes for its Ray job ahead of time (the raylet's
+PrestartWorkers call, which Ray exposes to Python only internally). The jobs the server
+submits name `warm_worker` as their worker set-up hook, so each such process imports what a
+trial needs and then waits idle; Tune's trial actors are placed on them and start in
+milliseconds. When the call is refused (another Ray version), trials start cold, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger("anneal.warm")
+
+# The worker set-up hook of the jobs the server submits (a runtime_env field).
+SETUP_HOOK = "cluster.warm.warm_worker"
+PRESTART_TIMEOUT_S = 10.0
+
+
+def warm_worker() -> None:
+    """Runs in each new worker process of a study driver's job before it takes work."""
+    try:
+        import torch._dynamo  # noqa: F401  (torch.optim imports it at the first optimiser)
+
+        import cluster.trial  # noqa: F401  (Ray Tune's function trainable, the trial context)
+        from trainers.registry import BUILT_INS, import_target
+
+        for info in BUILT_INS.values():
+            import_target(info.target)
+    except Exception:  # a failed warm-up must not fail the worker: the trial reports the real error
+        log.warning("could not warm this trial worker", exc_info=True)
+
+
+def prestart_trial_workers(keep_alive_s: float) -> int:
+    """Asks every alive node's raylet for one idle worker per CPU for this driver's job, kept
+    `keep_alive_s` until a trial takes it. Returns how many were asked for (0 on refusal)."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
+
+    # The raylet hands an idle worker only to a task of the same job and the same runtime environment.
+    environment = runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env=trial_runtime_env())
+    job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+    asked = 0
+    for node in ray.nodes():
+        cpus = int(node.get("Resources", {}).get("CPU", 0))
+        if not node.get("Alive") or cpus < 1:
+            continue
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.Language.PYTHON,
+            job_id=job_id,
+            runtime_env_info=environment,
+            keep_alive_duration_secs=int(keep_alive_s),
+            num_workers=cpus,
+        )
+        address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        try:
+            with init_grpc_channel(address) as channel:
+                node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
+                    request, timeout=PRESTART_TIMEOUT_S
+                )
+        except Exception:
+            log.warning("the raylet at %s did not start warm trial workers; trials there start cold", address)
+            continue
+        asked += cpus
+    return asked
+
+
+def trial_runtime_env() -> str:
+    """The runtime environment Ray gives Tune's trial actors in this driver's job, serialized as
+    Ray's core worker serializes it: the job's environment with the env_vars Tune sets on its
+    trainables merged in (`ray.tune.execution.class_cache`), dumped with sorted keys and no
+    spaces. The raylet matches idle workers to tasks by this exact text."""
+    import ray
+    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+
+    # Tune copies these from the driver's own environment into every trainable's.
+    tune_env_vars = {**DEFAULT_ENV_VARS, **{k: os.environ[k] for k in ENV_VARS_TO_PROPAGATE if k in os.environ}}
+    core_worker = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]
+    job: dict[str, object] = json.loads(core_worker.get_current_runtime_env() or "{}")
+    job_env_vars = job.get("env_vars")
+    merged = {**job, "env_vars": {**(job_env_vars if isinstance(job_env_vars, dict) else {}), **tune_env_vars}}
+    return json.dumps(merged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,68 @@
+"""A standby driver starts its study's trial workers ahead: the trials run in worker
+processes that were up, with torch imported, before the study was created."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.util.state import list_actors, list_workers
+from ray.util.state.common import WorkerState
+
+from anneal import StudyState
+from cluster.jobs import STANDBY_METADATA
+from tests.integration.conftest import Stack, small_spec
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 120.0
+
+
+def standby_job(stack: Stack) -> tuple[str, int]:
+    """The Ray job id of the running standby driver, and when it started (ms)."""
+    jobs = JobSubmissionClient(stack.settings.ray_dashboard_url)
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for job in jobs.list_jobs():
+            if (job.metadata or {}).get(STANDBY_METADATA) and job.status is JobStatus.RUNNING and job.job_id:
+                return job.job_id, int(job.start_time or 0)
+        time.sleep(0.5)
+    raise TimeoutError("no standby study driver came up")
+
+
+def all_workers() -> list[WorkerState]:
+    """Every worker the cluster has had, oldest first (a process id seen twice maps to the newest)."""
+    workers = list_workers(detail=True, limit=10_000, raise_on_missing_output=False)
+    return sorted(workers, key=lambda w: w.worker_launch_time_ms or 0)
+
+
+def idle_workers_since(start_ms: int) -> list[WorkerState]:
+    """Live workers launched after `start_ms` that run no actor yet."""
+    busy = {a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)}
+    return [
+        w
+        for w in all_workers()
+        if w.is_alive and w.worker_type == "WORKER" and w.pid not in busy and (w.worker_launch_time_ms or 0) >= start_ms
+    ]
+
+
+def test_trials_run_in_workers_started_before_the_study(stack: Stack) -> None:
+    job_id, started_ms = standby_job(stack)
+    deadline = time.monotonic() + WAIT_S
+    while not idle_workers_since(started_ms) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert idle_workers_since(started_ms), "the standby driver started no trial workers"
+
+    with stack.client() as client:
+        study = client.create_study(small_spec("it-warm", params={"epochs": 2, "batch_size": 64}))
+        list(client.watch_study(study.study_id))
+        study = client.get_study(study.study_id)
+    assert study.state is StudyState.SUCCEEDED, study.error
+
+    trial_actors = list_actors(filters=[("job_id", "=", job_id), ("class_name", "=", "ImplicitFunc")], detail=True)
+    assert trial_actors, "no trial actors recorded for the standby's job"
+    launched = {w.pid: w.worker_launch_time_ms or 0 for w in all_workers()}
+    created_ms = study.created_at.timestamp() * 1000
+    for actor in trial_actors:
+        assert launched[actor.pid] < created_ms, f"trial worker {actor.pid} started with the study"
