@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from anneal.settings import Settings
+from cluster.local import NO_TELEMETRY_ENV
 from cluster.warm import SETUP_HOOK
 
 log = logging.getLogger("anneal.jobs")
@@ -112,7 +113,7 @@ class JobLauncher:
         return None
 
     def _submit(self, arguments: str, job_id: str, metadata: dict[str, str]) -> str:
-        env_vars = {**self.settings.to_env(), **RAY_TOKEN_ENV}
+        env_vars = {**self.settings.to_env(), **RAY_TOKEN_ENV, **NO_TELEMETRY_ENV}
         runtime_env: dict[str, object] = {"env_vars": env_vars}
         if self.settings.warm_trial_workers:
             runtime_env["worker_process_setup_hook"] = SETUP_HOOK

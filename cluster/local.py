@@ -24,6 +24,8 @@ from pathlib import Path
 from anneal.settings import CLUSTER_FILE, Settings
 
 LOOPBACK = "127.0.0.1"
+# Ray's usage stats and MLflow's telemetry phone home by default; anneal's processes do not.
+NO_TELEMETRY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
@@ -67,7 +69,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     env.update(settings.to_env())
     env["RAY_AUTH_MODE"] = "token"
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(NO_TELEMETRY_ENV)
     return env
 
 
