@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from ray import tune
+from ray.tune.result import DONE
 
 from trainers.contract import Splits, TrainerInfo
 
@@ -37,6 +38,8 @@ class TuneTrainContext:
     carrying every epoch since the last one, so no metric is lost. Checkpoints are
     persisted at most every `checkpoint_interval_s` and always at the final epoch: each
     is a copy into the experiment storage and an experiment-state snapshot on the driver.
+    The final result says the trial is done, so Tune ends it on that result rather than
+    on a second round trip to the driver once the function returns.
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class TuneTrainContext:
         if not final and moment - self._last_reported < self._report_interval:
             return
         result = {**metrics, EPOCH: self._epoch, HISTORY: self._pending}
+        if final:
+            result[DONE] = True
         self._pending = []
         self._last_reported = moment
         persist = checkpoint is not None and (final or moment - self._last_persisted >= self._checkpoint_interval)

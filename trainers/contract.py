@@ -56,6 +56,7 @@ class TrainContext(Protocol):
 
         The runtime may persist only some checkpoints (a time interval bounds the work
         a crash can lose), but always the one reported with `final=True`, the last epoch.
+        The trial may end at that report: nothing after it is guaranteed to run.
         """
 
     def load_checkpoint(self) -> dict[str, Any] | None:
