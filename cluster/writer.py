@@ -8,13 +8,16 @@ the driver's interpreter lock while Tune decides what runs next, and it runs on 
 core. Nothing is dropped: a failed write is retried, and `flush` raises if it still fails.
 
 A standby driver starts its writer while it waits for a study, so the writer's imports
-and database connections are paid before the study starts.
+and database connections are paid before the study starts. The writer runs at a lower
+scheduling priority than the trials: where cores are short, bookkeeping waits for the
+moments training leaves free instead of slowing it, and `flush` still waits for all of it.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import time
 from collections import defaultdict
@@ -32,6 +35,8 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 WRITE_ATTEMPTS = 4
 REPLY_POLL_S = 1.0
+# Added to the writer's nice value: trials (nice 0) come first for the CPU.
+WRITER_NICENESS = 10
 T = TypeVar("T")
 
 
@@ -115,6 +120,8 @@ class TrialWriter:
 def serve(store_url: str, tracking_uri: str, artifact_root: str, inbox: Any, replies: Any) -> None:
     """The writer process: connects, then writes what arrives until it receives None."""
     from cluster.tracking import MlflowTracker
+
+    os.nice(WRITER_NICENESS)
 
     tracker = MlflowTracker(tracking_uri, artifact_root)
     tracker.open_store()
