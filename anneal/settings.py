@@ -37,10 +37,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Study drivers the server keeps started and idle, so a new study skips a Ray job's start-up.",
     )
-    warm_trial_workers: bool = Field(
-        True,
-        description="A standby driver starts a trial worker per CPU on each node ahead of its study, with torch "
-        "and the trainers imported, so trials skip a worker process's start-up.",
+    warm_trial_workers: int = Field(
+        8,
+        ge=0,
+        description="Trial worker processes a standby driver starts ahead of its study, one per CPU, its own node "
+        "first, with torch and the trainers imported, so trials skip a worker's start-up; 0 turns it off.",
     )
 
     @classmethod

@@ -60,7 +60,7 @@ def prepare_driver(settings: Settings) -> TrialWriter:
     were imported with this module.)"""
     connect_ray(settings)
     if settings.warm_trial_workers:
-        prestart_trial_workers(keep_alive_s=STANDBY_IDLE_S)
+        prestart_trial_workers(settings.warm_trial_workers, keep_alive_s=STANDBY_IDLE_S)
     MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
     return start_writer(settings)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger("anneal.warm")
 
@@ -38,29 +39,40 @@ def warm_worker() -> None:
         log.warning("could not warm this trial worker", exc_info=True)
 
 
-def prestart_trial_workers(keep_alive_s: float) -> int:
-    """Asks every alive node's raylet for one idle worker per CPU for this driver's job, kept
-    `keep_alive_s` until a trial takes it. Returns how many were asked for (0 on refusal)."""
+def plan_warm_workers(nodes: list[dict[str, Any]], local_node_id: str, limit: int) -> list[tuple[str, int]]:
+    """(raylet address, workers) for up to `limit` warm workers, one per CPU, on the alive
+    nodes with CPUs: the driver's own node first, where the embedded setup runs its trials."""
+    alive = [n for n in nodes if n.get("Alive") and int(n.get("Resources", {}).get("CPU", 0)) >= 1]
+    alive.sort(key=lambda n: n.get("NodeID") != local_node_id)
+    plan: list[tuple[str, int]] = []
+    for node in alive:
+        count = min(int(node["Resources"]["CPU"]), limit - sum(c for _, c in plan))
+        if count < 1:
+            break
+        plan.append((f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}", count))
+    return plan
+
+
+def prestart_trial_workers(limit: int, keep_alive_s: float) -> int:
+    """Asks the raylets for up to `limit` idle workers for this driver's job (`plan_warm_workers`),
+    each kept `keep_alive_s` until a trial takes it. Returns how many were asked for."""
     import ray
     from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
 
     # The raylet hands an idle worker only to a task of the same job and the same runtime environment.
     environment = runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env=trial_runtime_env())
-    job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+    context = ray.get_runtime_context()
+    job_id = bytes.fromhex(context.get_job_id())
     asked = 0
-    for node in ray.nodes():
-        cpus = int(node.get("Resources", {}).get("CPU", 0))
-        if not node.get("Alive") or cpus < 1:
-            continue
+    for address, count in plan_warm_workers(ray.nodes(), context.get_node_id(), limit):
         request = node_manager_pb2.PrestartWorkersRequest(
             language=common_pb2.Language.PYTHON,
             job_id=job_id,
             runtime_env_info=environment,
             keep_alive_duration_secs=int(keep_alive_s),
-            num_workers=cpus,
+            num_workers=count,
         )
-        address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
         try:
             with init_grpc_channel(address) as channel:
                 node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
@@ -69,7 +81,7 @@ def prestart_trial_workers(keep_alive_s: float) -> int:
         except Exception:
             log.warning("the raylet at %s did not start warm trial workers; trials there start cold", address)
             continue
-        asked += cpus
+        asked += count
     return asked
 
 
