@@ -26,15 +26,20 @@ PRESTART_TIMEOUT_S = 10.0
 
 
 def warm_worker() -> None:
-    """Runs in each new worker process of a study driver's job before it takes work."""
+    """Runs in each new worker process of a study driver's job before it takes work.
+
+    Imports only: CUDA must stay uninitialised, because Ray makes a trial's GPUs visible
+    (CUDA_VISIBLE_DEVICES) when it hands the worker its actor, and CUDA reads that once."""
     try:
-        import torch._dynamo  # noqa: F401  (torch.optim imports it at the first optimiser)
+        import torch._dynamo  # (torch.optim imports it at the first optimiser)
 
         import cluster.trial  # noqa: F401  (Ray Tune's function trainable, the trial context)
         from trainers.registry import BUILT_INS, import_target
 
         for info in BUILT_INS.values():
             import_target(info.target)
+        if torch.cuda.is_initialized():
+            log.warning("warming this trial worker initialised CUDA: its trial may see every GPU of the node")
     except Exception:  # a failed warm-up must not fail the worker: the trial reports the real error
         log.warning("could not warm this trial worker", exc_info=True)
 

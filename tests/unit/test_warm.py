@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 from cluster.warm import plan_warm_workers
@@ -34,3 +36,13 @@ def test_dead_nodes_and_nodes_without_cpus_get_none() -> None:
 
 def test_no_limit_no_workers() -> None:
     assert plan_warm_workers([node("1", 2)], local_node_id="1", limit=0) == []
+
+
+def test_a_warmed_worker_has_a_trials_imports_and_no_cuda() -> None:
+    check = (
+        "import sys, torch; from cluster.warm import warm_worker; warm_worker(); "
+        "print(all(m in sys.modules for m in ('torch._dynamo', 'cluster.trial', 'trainers.mlp')), "
+        "torch.cuda.is_initialized())"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["True", "False"]
