@@ -28,6 +28,15 @@ class StudyState(str, enum.Enum):
 
 TERMINAL_STUDY_STATES = frozenset({StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED})
 
+# Every move a study may make; the store refuses all others. An ended study never moves again.
+STUDY_TRANSITIONS: dict[StudyState, frozenset[StudyState]] = {
+    StudyState.PENDING: frozenset({StudyState.RUNNING, StudyState.FAILED, StudyState.CANCELLED}),
+    StudyState.RUNNING: frozenset({StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED}),
+    StudyState.SUCCEEDED: frozenset(),
+    StudyState.FAILED: frozenset(),
+    StudyState.CANCELLED: frozenset(),
+}
+
 
 class TrialState(str, enum.Enum):
     RUNNING = "RUNNING"

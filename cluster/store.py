@@ -1,9 +1,11 @@
 """The store: studies, trials, the event stream and deployments (SQLAlchemy).
 
 SQLite by default (WAL, so the server and the study drivers write side by side),
-PostgreSQL when scaled out. Every write that must go with another is one
-transaction; state changes are conditional updates, so a late writer never
-overwrites a study that has already ended.
+PostgreSQL when scaled out; `tests/unit/test_store.py` is the contract both pass. Every
+write that must go with another is one transaction, and on SQLite a write transaction
+takes the write lock at its start, so the checks it reads stay true until it commits.
+State changes follow `STUDY_TRANSITIONS` and are conditional updates, so a late writer
+never overwrites a study that has already ended.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from anneal.errors import Conflict, NotFound
+from anneal.errors import Conflict, FailedPrecondition, NotFound
 from anneal.spec import StudySpec
 from anneal.types import (
+    STUDY_TRANSITIONS,
     TERMINAL_STUDY_STATES,
     Deployment,
     DeploymentState,
@@ -32,6 +35,9 @@ from anneal.types import (
 )
 
 metadata = sa.MetaData()
+ACTIVE_STATES = [StudyState.PENDING.value, StudyState.RUNNING.value]
+# The execution option that makes a SQLite transaction take the write lock when it begins.
+WRITE = "anneal_write"
 
 studies = sa.Table(
     "studies",
@@ -51,6 +57,14 @@ studies = sa.Table(
     sa.Column("registered_model", sa.String(256), nullable=False, default=""),
     sa.Column("registered_model_version", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text, nullable=False, default=""),
+    # Two active studies never share a name, even when two creates race.
+    sa.Index(
+        "active_study_name",
+        "name",
+        unique=True,
+        sqlite_where=sa.text(f"state IN {tuple(ACTIVE_STATES)}"),
+        postgresql_where=sa.text(f"state IN {tuple(ACTIVE_STATES)}"),
+    ),
 )
 
 trials = sa.Table(
@@ -113,14 +127,26 @@ def create_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+            # The driver would begin a transaction only at its first write, after the reads that
+            # checked it; transactions begin in `_sqlite_begin` instead.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # A write transaction waits for the write lock up front: it then cannot fail on a
+            # snapshot another writer changed, and what it read stays true until it commits.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    parsed = sa.make_url(url)
+    if parsed.drivername == "postgresql":  # as users write it; psycopg (3) is the driver anneal ships
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_pre_ping=True)
 
 
 class Store:
@@ -129,7 +155,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        metadata.create_all(self.engine)
+        self._writes = self.engine.execution_options(**{WRITE: True})
+        metadata.create_all(self._writes)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -147,7 +174,7 @@ class Store:
         """Records a PENDING study; refuses a name that an active study holds."""
         study_id = study_id or new_study_id()
         moment = now()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             active = conn.execute(
                 sa.select(studies.c.study_id).where(
                     studies.c.name == spec.name,
@@ -156,17 +183,20 @@ class Store:
             ).first()
             if active is not None:
                 raise Conflict(f"study name {spec.name!r} is in use by active study {active.study_id}")
-            conn.execute(
-                studies.insert().values(
-                    study_id=study_id,
-                    name=spec.name,
-                    spec=spec.model_dump_json(by_alias=True),
-                    state=StudyState.PENDING.value,
-                    ray_job_id="",
-                    created_at=moment,
-                    updated_at=moment,
+            try:
+                conn.execute(
+                    studies.insert().values(
+                        study_id=study_id,
+                        name=spec.name,
+                        spec=spec.model_dump_json(by_alias=True),
+                        state=StudyState.PENDING.value,
+                        ray_job_id="",
+                        created_at=moment,
+                        updated_at=moment,
+                    )
                 )
-            )
+            except sa.exc.IntegrityError:
+                raise Conflict(f"study name {spec.name!r} is in use by an active study") from None
         return self.get_study(study_id)
 
     def get_study(self, study_id: str) -> Study:
@@ -213,7 +243,7 @@ class Store:
     def update_study(self, study_id: str, **values: Any) -> None:
         if "best_test_metrics" in values:
             values["best_test_metrics"] = json.dumps(values["best_test_metrics"])
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             result = conn.execute(
                 studies.update().where(studies.c.study_id == study_id).values(updated_at=now(), **values)
             )
@@ -226,11 +256,17 @@ class Store:
         """Moves the study to `to` if it is in one of `allowed_from`, with its event, in one transaction.
 
         Returns False (changing nothing) when the study was elsewhere, e.g. already cancelled.
+        Raises FailedPrecondition for a move `STUDY_TRANSITIONS` does not allow.
         """
+        allowed_from = list(allowed_from)
+        illegal = [state for state in allowed_from if to not in STUDY_TRANSITIONS[state]]
+        if illegal:
+            moves = ", ".join(f"{state.value} -> {to.value}" for state in illegal)
+            raise FailedPrecondition(f"a study cannot move {moves}")
         if "best_test_metrics" in values:
             values["best_test_metrics"] = json.dumps(values["best_test_metrics"])
         moment = now()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             result = conn.execute(
                 studies.update()
                 .where(studies.c.study_id == study_id, studies.c.state.in_([s.value for s in allowed_from]))
@@ -259,7 +295,7 @@ class Store:
     def record_trials(self, study_id: str, updates: Sequence[tuple[Trial, EventKind, datetime]]) -> None:
         """Upserts trials and appends their events, in order and in one transaction,
         unless the study has already ended."""
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             state = conn.execute(sa.select(studies.c.state).where(studies.c.study_id == study_id)).scalar()
             if state is None:
                 raise NotFound(f"no study {study_id!r}")
@@ -329,7 +365,7 @@ class Store:
         values = deployment.model_dump(mode="python")
         values["state"] = deployment.state.value
         values["updated_at"] = deployment.updated_at.astimezone(timezone.utc)  # SQLite keeps no offset
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             updated = conn.execute(deployments.update().where(deployments.c.name == deployment.name).values(**values))
             if updated.rowcount == 0:
                 conn.execute(deployments.insert().values(**values))

@@ -1,4 +1,5 @@
-"""The store on SQLite: studies, state transitions, trials, the event stream and deployments."""
+"""The store's contract, run on every backend (SQLite and PostgreSQL): studies, state
+transitions, trials, the event stream and deployments."""
 
 from __future__ import annotations
 
@@ -9,17 +10,27 @@ from pathlib import Path
 
 import pytest
 
-from anneal.errors import Conflict, NotFound
+from anneal.errors import Conflict, FailedPrecondition, NotFound
 from anneal.spec import StudySpec
-from anneal.types import Deployment, DeploymentState, EventKind, StudyState, Trial, TrialState
+from anneal.types import (
+    STUDY_TRANSITIONS,
+    TERMINAL_STUDY_STATES,
+    Deployment,
+    DeploymentState,
+    EventKind,
+    StudyState,
+    Trial,
+    TrialState,
+)
 from cluster.store import Store
+from tests import postgres
 
 ACTIVE = [StudyState.PENDING, StudyState.RUNNING]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store("sqlite:///" + str(tmp_path / "a.db"))
+def store(store_url: str) -> Iterator[Store]:
+    store = Store(store_url)
     yield store
     store.close()
 
@@ -94,7 +105,8 @@ def test_second_active_study_with_same_name_conflicts(store: Store, example_spec
 @pytest.mark.parametrize("end", [StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED])
 def test_name_is_free_after_the_study_ended(store: Store, example_spec: StudySpec, end: StudyState) -> None:
     first = store.create_study(example_spec)
-    assert store.transition(first.study_id, ACTIVE, end)
+    start(store, first.study_id)
+    assert store.transition(first.study_id, [StudyState.RUNNING], end)
     second = store.create_study(example_spec)
     assert second.study_id != first.study_id
     assert [s.state for s in store.list_studies()] == [end, StudyState.PENDING]
@@ -176,6 +188,44 @@ def test_pending_study_cannot_be_started_twice(store: Store, example_spec: Study
     start(store, study_id)
     assert store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING) is False
     assert len(store.events_after(study_id, 0)) == 1
+
+
+ILLEGAL_MOVES = [(a, b) for a in StudyState for b in StudyState if b not in STUDY_TRANSITIONS[a]]
+LEGAL_MOVES = [(a, b) for a in StudyState for b in STUDY_TRANSITIONS[a]]
+
+
+def study_in(store: Store, spec: StudySpec, state: StudyState) -> str:
+    """A study brought to `state` by legal moves."""
+    study_id = store.create_study(spec).study_id
+    if state is not StudyState.PENDING:
+        start(store, study_id)
+    if state.is_terminal:
+        assert store.transition(study_id, [StudyState.RUNNING], state)
+    return study_id
+
+
+@pytest.mark.parametrize(("current", "to"), ILLEGAL_MOVES, ids=lambda s: s.value)
+def test_an_illegal_move_is_refused_and_changes_nothing(
+    store: Store, example_spec: StudySpec, current: StudyState, to: StudyState
+) -> None:
+    study_id = study_in(store, example_spec, current)
+    before, events_before = store.get_study(study_id), store.events_after(study_id, 0)
+    with pytest.raises(FailedPrecondition, match=f"{current.value} -> {to.value}"):
+        store.transition(study_id, [current], to)
+    assert store.get_study(study_id) == before
+    assert store.events_after(study_id, 0) == events_before
+
+
+@pytest.mark.parametrize(("current", "to"), LEGAL_MOVES, ids=lambda s: s.value)
+def test_a_legal_move_is_made(store: Store, example_spec: StudySpec, current: StudyState, to: StudyState) -> None:
+    study_id = study_in(store, example_spec, current)
+    assert store.transition(study_id, [current], to)
+    assert store.get_study(study_id).state is to
+
+
+def test_ended_states_allow_no_move() -> None:
+    assert all(not STUDY_TRANSITIONS[state] for state in TERMINAL_STUDY_STATES)
+    assert set(STUDY_TRANSITIONS) == set(StudyState)
 
 
 # ------------------------------------------------------------------ trials and events
@@ -264,7 +314,7 @@ def test_ending_a_study_cancels_its_running_trials(store: Store, example_spec: S
     store.record_trial(study_id, trial("t2", TrialState.COMPLETED, 3), EventKind.TRIAL_ENDED)
     store.record_trial(study_id, trial("t3", TrialState.ERROR), EventKind.TRIAL_ENDED)
     store.record_trial(other_id, trial("o1"), EventKind.TRIAL_STARTED)
-    assert store.transition(study_id, ACTIVE, end)
+    assert store.transition(study_id, [StudyState.RUNNING], end)
     states = [t.state for t in store.get_study(study_id).trials]
     assert states == [TrialState.CANCELLED, TrialState.COMPLETED, TrialState.ERROR]
     assert store.get_study(other_id).trials[0].state is TrialState.RUNNING
@@ -370,3 +420,11 @@ def test_count_studies_by_state(store: Store, example_spec: StudySpec) -> None:
     assert store.count_studies([StudyState.RUNNING]) == 1
     assert store.count_studies([StudyState.PENDING, StudyState.RUNNING]) == 2
     assert store.count_studies([StudyState.SUCCEEDED]) == 0
+
+
+def test_a_plain_postgresql_url_uses_the_shipped_driver(postgres_server: str, example_spec: StudySpec) -> None:
+    with postgres.fresh_database(postgres_server) as url:
+        plain = url.replace("postgresql+psycopg://", "postgresql://")
+        store = Store(plain)
+        assert store.get_study(store.create_study(example_spec).study_id).name == example_spec.name
+        store.close()
