@@ -190,6 +190,13 @@ class Resources(_Spec):
 
 class FailurePolicy(_Spec):
     max_retries: int = Field(1, ge=0, description="Times a crashed trial is restarted from its last checkpoint.")
+    checkpoint_interval_s: float = Field(
+        10.0,
+        ge=0,
+        le=86_400,
+        description="Most trial time a crash can lose: a trial persists a checkpoint at most this often, and "
+        "always at its last epoch. Each costs a copy into the Tune storage; 0 persists every reported epoch.",
+    )
 
 
 class DeployPolicy(_Spec):

@@ -20,8 +20,6 @@ from ray.tune.result import DONE
 from trainers.contract import Splits, TrainerInfo
 
 CHECKPOINT_FILE = "state.pt"
-# The most trial time a crash can lose between persisted checkpoints.
-CHECKPOINT_INTERVAL_S = 10.0
 # How often a trial hands its epochs to Tune. Each hand-over stops the training thread
 # until the driver fetches the result, which for epochs of milliseconds costs more than
 # the epoch; early stopping decides at this granularity.
@@ -46,7 +44,7 @@ class TuneTrainContext:
         self,
         num_threads: int,
         device: str,
-        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        checkpoint_interval_s: float,
         report_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
         self._num_threads = num_threads

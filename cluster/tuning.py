@@ -12,7 +12,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
-from cluster.trial import CHECKPOINT_INTERVAL_S, EPOCH, trial_function
+from cluster.trial import EPOCH, trial_function
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_splits
 
@@ -69,13 +69,13 @@ def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
     return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
 
 
-def make_trainable(spec: StudySpec, info: TrainerInfo, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> Any:
+def make_trainable(spec: StudySpec, info: TrainerInfo) -> Any:
     """The trial function with its resources; the dataset is loaded once, here, and reaches
     the trials through the object store."""
     d = spec.dataset
     data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
     cpus = max(1, int(spec.resources.cpu))
-    run_trial = trial_function(spec.params, info, cpus, spec.resources.gpu > 0, checkpoint_interval_s)
+    run_trial = trial_function(spec.params, info, cpus, spec.resources.gpu > 0, spec.failure.checkpoint_interval_s)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.with_resources(tune.with_parameters(run_trial, data=data), resources)
 

@@ -1,7 +1,9 @@
 """`quadratic`: a known objective and no training, to measure and test the machinery around trials.
 
 Its model is a constant classifier (zero weights), so a study of it can be packaged and
-served like any other.
+served like any other. For fault-injection tests it can crash: from `crash_at_epoch` on,
+right after an epoch's report (whose checkpoint counts the crash), until it has crashed
+`crashes` times. A trial restarted from that checkpoint goes on from the next epoch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from trainers.registry import QUADRATIC
 
 def loss_at(x: float, y: float) -> float:
     return (x - 0.3) ** 2 + (y + 0.2) ** 2
+
+
+class InjectedCrash(RuntimeError):
+    """The crash `crash_at_epoch` asks for."""
 
 
 class QuadraticTrainer:
@@ -40,11 +46,16 @@ class QuadraticTrainer:
         nn.init.zeros_(model.bias)  # type: ignore[arg-type]
         resumed = context.load_checkpoint()
         start = int(resumed["epoch"]) if resumed else 0
+        crashed = int(resumed.get("crashed", 0)) if resumed else 0
         for epoch in range(start, int(c["epochs"])):
             if float(c["seconds_per_epoch"]) > 0:
                 time.sleep(float(c["seconds_per_epoch"]))
+            crash = 0 < int(c["crash_at_epoch"]) <= epoch + 1 and crashed < int(c["crashes"])
+            crashed += crash
             context.report(
                 {"loss": loss_at(float(c["x"]), float(c["y"]))},
-                checkpoint={"model": model.state_dict(), "epoch": epoch + 1},
-                final=epoch + 1 == int(c["epochs"]),
+                checkpoint={"model": model.state_dict(), "epoch": epoch + 1, "crashed": crashed},
+                final=epoch + 1 == int(c["epochs"]) and not crash,
             )
+            if crash:
+                raise InjectedCrash(f"injected crash {crashed} of {c['crashes']} after epoch {epoch + 1}")

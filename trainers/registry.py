@@ -55,6 +55,10 @@ QUADRATIC = TrainerInfo(
         "x": ParamInfo(0.0, "First coordinate; the loss is lowest at 0.3."),
         "y": ParamInfo(0.0, "Second coordinate; the loss is lowest at -0.2."),
         "seconds_per_epoch": ParamInfo(0.0, "Time each epoch sleeps, to stand in for work."),
+        "crash_at_epoch": ParamInfo(
+            0, "Fault injection: from this epoch on, the trial crashes right after an epoch's report; 0 never."
+        ),
+        "crashes": ParamInfo(1, "How many times in all the trial crashes, once it reaches crash_at_epoch."),
     },
 )
 

@@ -215,10 +215,12 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., gpu: _Optional[float] = ...) -> None: ...
 
 class FailurePolicy(_message.Message):
-    __slots__ = ("max_retries",)
+    __slots__ = ("max_retries", "checkpoint_interval_s")
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     max_retries: int
-    def __init__(self, max_retries: _Optional[int] = ...) -> None: ...
+    checkpoint_interval_s: float
+    def __init__(self, max_retries: _Optional[int] = ..., checkpoint_interval_s: _Optional[float] = ...) -> None: ...
 
 class DeployPolicy(_message.Message):
     __slots__ = ("auto", "replicas", "max_batch_size")

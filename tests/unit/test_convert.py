@@ -45,7 +45,7 @@ FULL: dict[str, Any] = {
     "scheduler": {"median": {"grace_period": 2, "min_samples_required": 5}},
     "budget": {"max_trials": 40, "max_concurrent_trials": 4, "time_budget_s": 120.5},
     "resources": {"cpu": 2.5, "gpu": 0.5},
-    "failure": {"max_retries": 3},
+    "failure": {"max_retries": 3, "checkpoint_interval_s": 2.5},
     "deploy": {"auto": True, "replicas": 3},
 }
 

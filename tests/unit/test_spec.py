@@ -249,6 +249,13 @@ BAD_CASES: list[tuple[str, str, Any, str, str]] = [
     ("no cpu and no gpu", "resources", {"cpu": 0, "gpu": 0}, "resources.cpu", "some cpu or gpu"),
     ("fractional gpu above 1", "resources.gpu", 1.5, "resources.gpu", "whole number"),
     ("max_retries < 0", "failure.max_retries", -1, "failure.max_retries", "greater than or equal to 0"),
+    (
+        "checkpoint_interval_s < 0",
+        "failure.checkpoint_interval_s",
+        -1,
+        "failure.checkpoint_interval_s",
+        "greater than or equal to 0",
+    ),
     ("replicas 0", "deploy.replicas", 0, "deploy.replicas", "greater than or equal to 1"),
     ("validation_fraction 0", "dataset.validation_fraction", 0, "dataset.validation_fraction", "greater than 0"),
     ("test_fraction 1", "dataset.test_fraction", 1, "dataset.test_fraction", "less than 1"),
