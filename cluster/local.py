@@ -27,7 +27,11 @@ LOOPBACK = "127.0.0.1"
 # Ray's usage stats and MLflow's telemetry phone home by default; anneal's processes do not.
 NO_TELEMETRY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
+# The server drains its calls within its 5 s grace period. Ray's daemons (GCS, raylet, Serve's
+# actors) do not exit on SIGTERM within seconds, and nothing of anneal's lives only in them,
+# so they get SIGKILL sooner.
+SERVER_STOP_S = 30.0
+RAY_STOP_S = 5.0
 
 
 @dataclass
@@ -138,7 +142,7 @@ def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, lo
     try:
         _wait_for_ray(cluster.ray_dashboard_url, pid)
     except BaseException:
-        stop_group(pid)
+        stop_group(pid, RAY_STOP_S)
         raise
     return pid
 
@@ -259,14 +263,17 @@ def down(settings: Settings, *, log: Callable[[str], object] = print) -> None:
     if cluster is None:
         log("nothing to stop")
         return
-    for name, pid in (("anneal server", cluster.server_pid), ("Ray head", cluster.ray_pid)):
+    for name, pid, timeout_s in (
+        ("anneal server", cluster.server_pid, SERVER_STOP_S),
+        ("Ray head", cluster.ray_pid, RAY_STOP_S),
+    ):
         if pid and group_alive(pid):
             log(f"stopping {name} (session {pid})")
-            stop_group(pid)
+            stop_group(pid, timeout_s)
     (settings.home / CLUSTER_FILE).unlink(missing_ok=True)
 
 
-def stop_group(sid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+def stop_group(sid: int, timeout_s: float) -> None:
     """SIGTERM every process of the session, then SIGKILL whatever is left after `timeout_s`."""
     _signal_all(sid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s

@@ -17,7 +17,7 @@ import pytest
 
 from anneal import Client, StudySpec
 from anneal.settings import Settings
-from cluster.local import LocalCluster, plan_cluster, start_ray, stop_group
+from cluster.local import RAY_STOP_S, LocalCluster, plan_cluster, start_ray, stop_group
 from cluster.server import RunningServer, build_service, start_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def stack() -> Iterator[Stack]:
         import ray
 
         ray.shutdown()
-        stop_group(cluster.ray_pid)
+        stop_group(cluster.ray_pid, RAY_STOP_S)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)
 
