@@ -67,15 +67,19 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
         return pb.ListStudiesResponse(studies=[convert.study_to_pb(s) for s in self.service.list_studies()])
 
     def WatchStudy(self, request: pb.WatchStudyRequest, context: grpc.ServicerContext) -> Iterator[pb.StudyEvent]:
-        stop = threading.Event()
-        context.add_callback(stop.set)  # the client went away
+        gone = threading.Event()
+        context.add_callback(gone.set)  # the client went away
+
+        def stopped() -> bool:
+            return gone.is_set() or self.stopping.is_set()
+
         try:
-            for event in self.service.watch_study(request.study_id, request.after_sequence, stop=stop):
-                if self.stopping.is_set():
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again")
+            for event in self.service.watch_study(request.study_id, request.after_sequence, stopped=stopped):
                 yield convert.event_to_pb(event)
         except Exception as error:
             _abort(context, error)
+        if self.stopping.is_set():  # within the grace period, so the client hears why and can resume
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again")
 
     @mapped
     def CancelStudy(self, request: pb.CancelStudyRequest, context: grpc.ServicerContext) -> pb.Study:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, Unavailable
 from anneal.settings import Settings
@@ -82,12 +82,17 @@ class AnnealService:
         return self.store.list_studies()
 
     def watch_study(
-        self, study_id: str, after_sequence: int = 0, *, poll_s: float = 0.25, stop: threading.Event | None = None
+        self,
+        study_id: str,
+        after_sequence: int = 0,
+        *,
+        poll_s: float = 0.25,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> Iterator[StudyEvent]:
-        """The study's events in order, until its STUDY_ENDED event (or `stop` is set)."""
+        """The study's events in order, until its STUDY_ENDED event (or until `stopped()`)."""
         self.store.get_study(study_id)  # NotFound before the stream starts
         cursor = after_sequence
-        while stop is None or not stop.is_set():
+        while not stopped():
             batch = self.store.events_after(study_id, cursor)
             for event in batch:
                 cursor = event.sequence

@@ -70,6 +70,9 @@ def test_health_serves_and_reflection_lists_the_service(stack: Stack) -> None:
     assert "anneal.v1.AnnealService" in names and "grpc.health.v1.Health" in names
 
 
+CANCEL_WITHIN_S = 10.0
+
+
 def test_cancel_stops_a_running_study_and_frees_its_resources(stack: Stack) -> None:
     spec = small_spec(
         "it-cancel",
@@ -84,19 +87,19 @@ def test_cancel_stops_a_running_study_and_frees_its_resources(stack: Stack) -> N
             assert time.monotonic() < deadline, "no trial reported within 120 s"
             time.sleep(0.5)
 
+        total = ray.cluster_resources().get("CPU", 0)
         cancelled = client.cancel_study(study.study_id)
         assert cancelled.state is StudyState.CANCELLED
         assert client.cancel_study(study.study_id).state is StudyState.CANCELLED  # twice is harmless
 
-        deadline = time.monotonic() + 60
-        while jobs.get_job_status(study.ray_job_id) not in (JobStatus.STOPPED, JobStatus.FAILED):
-            assert time.monotonic() < deadline, "the Ray job did not stop"
-            time.sleep(0.5)
-        total = ray.cluster_resources().get("CPU", 0)
-        deadline = time.monotonic() + 30
+        # Every trial's CPUs are free, and the study's Ray job has ended, within 10 s of the cancel.
+        deadline = time.monotonic() + CANCEL_WITHIN_S
         while ray.available_resources().get("CPU", 0) < total - 1.0:  # Serve replicas may hold some
             assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
-            time.sleep(0.5)
+            time.sleep(0.2)
+        while jobs.get_job_status(study.ray_job_id) not in (JobStatus.STOPPED, JobStatus.FAILED):
+            assert time.monotonic() < deadline, "the Ray job did not stop"
+            time.sleep(0.2)
         time.sleep(2)
         final = client.get_study(study.study_id)
         assert final.state is StudyState.CANCELLED
