@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from anneal import convert
 from anneal.errors import AnnealError
 from anneal.settings import Settings
+from anneal.types import EventKind
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1 import anneal_pb2_grpc as pb_grpc
 from cluster.service import AnnealService
@@ -73,12 +74,14 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
         def stopped() -> bool:
             return gone.is_set() or self.stopping.is_set()
 
+        ended = False
         try:
             for event in self.service.watch_study(request.study_id, request.after_sequence, stopped=stopped):
+                ended = event.kind is EventKind.STUDY_ENDED
                 yield convert.event_to_pb(event)
         except Exception as error:
             _abort(context, error)
-        if self.stopping.is_set():  # within the grace period, so the client hears why and can resume
+        if not ended and self.stopping.is_set():  # in the grace period: the client hears why and can resume
             context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again")
 
     @mapped

@@ -145,6 +145,9 @@ class Writing:
         self.tracker = tracker
         self.study_id = ""
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        # Trial id -> the last epoch in its MLflow history. A trial restarted from an older
+        # checkpoint reports some epochs again; MLflow keeps each epoch once.
+        self.logged_epochs: dict[str, int] = {}
         self.ended: set[str] = set()
         self.failure = ""
 
@@ -194,7 +197,10 @@ class Writing:
             run_id = self.runs.get(trial_id, "")
             if record.kind is EventKind.TRIAL_RESULT:
                 stamp = int(record.time.timestamp() * 1000)
-                metrics[run_id] += [(k, v, stamp, step) for step, values in record.history for k, v in values.items()]
+                logged = self.logged_epochs.get(trial_id, 0)
+                fresh = [(step, values) for step, values in record.history if step > logged]
+                metrics[run_id] += [(k, v, stamp, step) for step, values in fresh for k, v in values.items()]
+                self.logged_epochs[trial_id] = max([logged, *(step for step, _ in fresh)])
             if record.kind is EventKind.TRIAL_ENDED and run_id:
                 self._log(run_id, params.pop(run_id, {}), metrics.pop(run_id, []))
                 retry(self.tracker.end_run, run_id, record.mlflow_status, record.trial.error)

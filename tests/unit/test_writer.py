@@ -89,3 +89,23 @@ def test_a_write_that_keeps_failing_is_raised(writer: TrialWriter, homes: dict[s
     writer.put(Record(EventKind.TRIAL_STARTED, trial("t1")))
     with pytest.raises(RuntimeError, match="recording trials failed"):
         writer.flush()
+
+
+def test_epochs_a_restarted_trial_reports_again_are_logged_once(
+    writer: TrialWriter, homes: dict[str, str], example_spec: StudySpec
+) -> None:
+    store, tracker, study_id = started_study(homes, example_spec)
+    writer.start(study_id, tracker.experiment_id, tracker.parent_run_id)
+    writer.put(Record(EventKind.TRIAL_STARTED, trial("t1"), params={"lr": 0.1}))
+    before_crash = [(step, {"val_accuracy": step / 10}) for step in (1, 2, 3)]
+    writer.put(Record(EventKind.TRIAL_RESULT, trial("t1", epochs=3), history=before_crash))
+    # Restarted from its checkpoint of epoch 1: epochs 2 and 3 come again, then 4.
+    writer.put(Record(EventKind.TRIAL_STARTED, trial("t1"), params={"lr": 0.1}))
+    after_restart = [(step, {"val_accuracy": step / 10 + 0.01}) for step in (2, 3, 4)]
+    writer.put(Record(EventKind.TRIAL_RESULT, trial("t1", epochs=4), history=after_restart))
+    writer.put(Record(EventKind.TRIAL_ENDED, trial("t1", TrialState.COMPLETED, 4), mlflow_status="FINISHED"))
+    writer.flush()
+    (recorded,) = store.get_study(study_id).trials
+    history = MlflowClient(homes["tracking_uri"]).get_metric_history(recorded.mlflow_run_id, "val_accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.3), (4, pytest.approx(0.41))]
+    assert recorded.epochs == 4
