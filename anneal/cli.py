@@ -87,7 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_spec(spec, allow_import_paths=True)
         study_id = Store(settings.store_url).create_study(spec).study_id
         console.print(f"study {study_id} recorded in {settings.store_url}")
-    study = run_study(settings, study_id, allow_import_paths=True, writer=writer)
+    study = run_study(
+        settings, study_id, allow_import_paths=True, writer=writer, resume=bool(args.resume and args.study)
+    )
     _print_study(study)
     return 0 if study.state is StudyState.SUCCEEDED else 1
 
@@ -251,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("spec", nargs="?", help="a spec file to run as a new study")
     group.add_argument("--study", help="the id of a recorded study")
     group.add_argument("--standby", metavar="JOB_ID", help="wait, warmed up, for the study handed to this Ray job")
+    sub.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --study: go on with a RUNNING study whose driver died, from Tune's last snapshot",
+    )
     sub = command("demo", cmd_demo, "up, tune, deploy, predict, down")
     sub.add_argument("--spec", default="examples/digits.yaml")
     return parser

@@ -239,6 +239,7 @@ def study_to_pb(study: Study) -> pb.Study:
         registered_model_version=study.registered_model_version,
         error=study.error,
         model_uri=study.model_uri,
+        driver_restarts=study.driver_restarts,
     )
     if study.best_trial is not None:
         message.best_trial.CopyFrom(trial_to_pb(study.best_trial))
@@ -263,6 +264,7 @@ def study_from_pb(message: pb.Study) -> Study:
         registered_model_version=message.registered_model_version,
         error=message.error,
         model_uri=message.model_uri,
+        driver_restarts=message.driver_restarts,
     )
 
 

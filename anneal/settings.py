@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Study drivers the server keeps started and idle, so a new study skips a Ray job's start-up.",
     )
+    driver_restarts: int = Field(
+        3,
+        ge=0,
+        description="How often the server starts a study's driver again, resuming the study from Tune's last "
+        "snapshot, after the driver died (killed, its node or the cluster lost); past that the study fails.",
+    )
     warm_trial_workers: int = Field(
         8,
         ge=0,

@@ -95,6 +95,7 @@ class Study(_Result):
     registered_model_version: int = 0
     error: str = ""
     model_uri: str = ""
+    driver_restarts: int = 0  # times the server started the study's driver again after it died
 
 
 class StudyEvent(_Result):

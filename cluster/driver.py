@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray import tune
 
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Study, StudyState
-from cluster.recording import TrialRecorder, plain
+from cluster.recording import TrialRecorder, trial_config
+from cluster.resume import plan_resume, snapshot_trial_ids
 from cluster.serving import LoadedModel, write_model_package
 from cluster.store import Store
 from cluster.tracking import MlflowTracker
-from cluster.trial import load_checkpoint_state
-from cluster.tuning import build_tuner, planned_epochs
+from cluster.trial import ADOPTED_AS, load_checkpoint_state
+from cluster.tuning import build_tuner, planned_epochs, restore_tuner
 from cluster.warm import prestart_trial_workers
 from cluster.writer import TrialWriter
 from trainers.contract import TrainerInfo
@@ -86,35 +88,47 @@ def wait_for_assignment(
 
 
 def run_study(
-    settings: Settings, study_id: str, *, allow_import_paths: bool = False, writer: TrialWriter | None = None
+    settings: Settings,
+    study_id: str,
+    *,
+    allow_import_paths: bool = False,
+    writer: TrialWriter | None = None,
+    resume: bool = False,
 ) -> Study:
     """Runs a recorded study to its end and returns it as the store has it then. `writer`,
-    when given (a standby driver started it ahead), records its trials; it is closed here."""
+    when given (a standby driver started it ahead), records its trials; it is closed here.
+    With `resume`, a RUNNING study whose driver died goes on from Tune's last snapshot."""
     writer = writer or start_writer(settings)
     try:
-        return _run_study(settings, study_id, allow_import_paths, writer)
+        return _run_study(settings, study_id, allow_import_paths, writer, resume)
     finally:
         writer.close()
 
 
-def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writer: TrialWriter) -> Study:
+def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writer: TrialWriter, resume: bool) -> Study:
     store = Store(settings.store_url)
     study = store.get_study(study_id)
     spec = study.spec
     info = check_spec(spec, allow_import_paths=allow_import_paths)
     tracker = MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
-    tracker.start_study(study_id, spec.name, spec.to_yaml(), spec.params)
-    if not store.transition(
-        study_id,
-        [StudyState.PENDING],
-        StudyState.RUNNING,
-        mlflow_experiment_id=tracker.experiment_id,
-        mlflow_run_id=tracker.parent_run_id,
-    ):
-        tracker.end_run(tracker.parent_run_id, "KILLED")
-        return store.get_study(study_id)
+    resumed: Study | None = None
+    if resume and study.state is StudyState.RUNNING and study.mlflow_run_id:
+        log.warning("resuming study %s, whose previous driver died", study_id)
+        tracker.resume_study(study.mlflow_experiment_id, study.mlflow_run_id)
+        resumed = study
+    else:
+        tracker.start_study(study_id, spec.name, spec.to_yaml(), spec.params)
+        if not store.transition(
+            study_id,
+            [StudyState.PENDING],
+            StudyState.RUNNING,
+            mlflow_experiment_id=tracker.experiment_id,
+            mlflow_run_id=tracker.parent_run_id,
+        ):
+            tracker.end_run(tracker.parent_run_id, "KILLED")
+            return store.get_study(study_id)
     try:
-        _tune_and_finish(settings, store, tracker, writer, study_id, spec, info)
+        _tune_and_finish(settings, store, tracker, writer, study_id, spec, info, resumed)
     except BaseException as error:
         store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=f"the study driver failed: {error!r}")
         tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
@@ -130,12 +144,18 @@ def _tune_and_finish(
     study_id: str,
     spec: StudySpec,
     info: TrainerInfo,
+    resumed: Study | None,
 ) -> None:
     connect_ray(settings)
     _cancel_on_sigterm()
-    writer.start(study_id, tracker.experiment_id, tracker.parent_run_id)
+    writer.start(study_id, tracker.experiment_id, tracker.parent_run_id, resumed.trials if resumed else None)
     recorder = TrialRecorder(writer, spec.params, planned_epochs(spec, info) or 0)
-    tuner = build_tuner(spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder])
+    if resumed is None:
+        tuner = build_tuner(
+            spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder]
+        )
+    else:
+        tuner = _resumed_tuner(settings, writer, recorder, resumed, info)
     grid = tuner.fit()
     cancelled = store.get_study(study_id).state is StudyState.CANCELLED
     # Every trial is in the store and MLflow before the study ends; runs a cancel cut short end KILLED.
@@ -157,8 +177,8 @@ def _tune_and_finish(
         tracker.end_run(tracker.parent_run_id, "FAILED", reason)
         return
     best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
-    best_id = str((best.metrics or {})["trial_id"])
-    config = {**spec.params, **{k: plain(v) for k, v in (best.config or {}).items()}}
+    best_id = str((best.config or {}).get(ADOPTED_AS) or (best.metrics or {})["trial_id"])
+    config = {**spec.params, **trial_config(best.config or {})}
     finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint)
     store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, best_trial_id=best_id, **finish)
     tracker.end_run(tracker.parent_run_id, "FINISHED")
@@ -167,6 +187,33 @@ def _tune_and_finish(
         from cluster.service import deploy_study
 
         deploy_study(store, settings, study_id, spec.deploy.replicas)
+
+
+def _resumed_tuner(
+    settings: Settings, writer: TrialWriter, recorder: TrialRecorder, study: Study, info: TrainerInfo
+) -> tune.Tuner:
+    """The Tuner of a study whose driver died: restored from Tune's last snapshot, which the
+    store's records complete (`cluster.resume`); a new one when Tune never took a snapshot."""
+    experiment_dir = os.path.join(settings.tune_storage, study.study_id)
+    snapshot = snapshot_trial_ids(experiment_dir)
+    plan = plan_resume(study, experiment_dir, snapshot)
+    if snapshot is None or not tune.Tuner.can_restore(experiment_dir):
+        recorder.resume(writer, study.trials)
+        return build_tuner(
+            study.spec,
+            info,
+            experiment_name=study.study_id,
+            storage_path=settings.tune_storage,
+            callbacks=[recorder],
+            carried=plan.carried,
+            adoptions=plan.adoptions,
+        )
+    tuner, callbacks = restore_tuner(study.spec, info, experiment_dir, plan.carried, plan.adoptions)
+    restored = [callback for callback in callbacks if isinstance(callback, TrialRecorder)]
+    if len(restored) != 1:
+        raise RuntimeError(f"Tune's snapshot of {study.study_id} holds {len(restored)} trial recorders, not one")
+    restored[0].resume(writer, study.trials)
+    return tuner
 
 
 def _package_best(

@@ -28,8 +28,9 @@ STANDBY_PREFIX = "anneal-standby-"
 STANDBY_METADATA = "anneal.standby"
 
 
-def job_id_for(study_id: str) -> str:
-    return f"anneal-{study_id}"
+def job_id_for(study_id: str, restart: int = 0) -> str:
+    """The id of the Ray job that drives the study; restarts of its driver get their own."""
+    return f"anneal-{study_id}" + (f"-r{restart}" if restart else "")
 
 
 class JobLauncher:
@@ -63,6 +64,22 @@ class JobLauncher:
         with self._lock:
             self._handed.add(job_id)
         return job_id
+
+    def submit_restart(self, study_id: str, job_id: str, *, resume: bool) -> str:
+        """A new driver for a study whose driver's job ended with the study still active."""
+        arguments = f"--study {shlex.quote(study_id)}" + (" --resume" if resume else "")
+        self._submit(arguments, job_id, {"anneal.study_id": study_id})
+        with self._lock:
+            self._handed.add(job_id)
+        return job_id
+
+    def last_words(self, job_id: str) -> str:
+        """How the job ended, as Ray tells it (status and message), for a study's error."""
+        try:
+            info = self.client.get_job_info(job_id)
+        except RuntimeError:
+            return "the cluster no longer knows it"
+        return f"{info.status.value}: {(info.message or '').strip()[-500:]}"
 
     def drivers_running(self) -> bool:
         """True while a job given a study has not ended: after its study, it may still be

@@ -16,7 +16,7 @@ from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from anneal.types import EventKind, Trial, TrialState
-from cluster.trial import EPOCH, HISTORY
+from cluster.trial import ADOPTED_AS, EPOCH, HISTORY
 from cluster.writer import Record, TrialWriter
 
 log = logging.getLogger("anneal.recording")
@@ -50,18 +50,67 @@ def trial_error(trial: TuneTrial) -> str:
     return "the trial failed"
 
 
+def anneal_trial_id(trial: TuneTrial) -> str:
+    """The trial's id in the store and MLflow: Tune's, or the one it adopted on a resume."""
+    return str(trial.config.get(ADOPTED_AS) or trial.trial_id)
+
+
+def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: plain(v) for k, v in config.items() if k != ADOPTED_AS}
+
+
 class TrialRecorder(tune.Callback):
-    """Tune's view of each trial's start, results and end, queued for the writer."""
+    """Tune's view of each trial's start, results and end, queued for the writer.
+
+    On a resumed study (`resume`), trials whose end the store already holds are replayed
+    and not recorded again; trials Tune's snapshot holds ended but the store does not
+    (the previous writer died with them queued) are recorded at the first step.
+    """
 
     def __init__(self, writer: TrialWriter, fixed: Mapping[str, Any], epochs: int) -> None:
         self.writer = writer
         self.fixed = dict(fixed)
         self.epochs = epochs
         self.finished = 0
+        self.recorded_ends: set[str] = set()
+        self.recorded_starts: set[str] = set()
+        self.catch_up = False
 
-    # Tune pickles its callbacks with the experiment state; the writer thread stays here.
+    # Tune pickles its callbacks with the experiment state; the writer process stays here.
     def __getstate__(self) -> dict[str, Any]:
         return {"fixed": self.fixed, "epochs": self.epochs, "finished": self.finished}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(None, state["fixed"], state["epochs"])  # type: ignore[misc, arg-type]
+        self.finished = state["finished"]
+
+    def resume(self, writer: TrialWriter, recorded: list[Trial]) -> None:
+        """Attaches the writer after Tune restored this callback, with the trials the store holds."""
+        self.writer = writer
+        self.recorded_starts = {trial.trial_id for trial in recorded}
+        self.recorded_ends = {trial.trial_id for trial in recorded if trial.state.is_terminal}
+        self.catch_up = True
+
+    def on_step_begin(self, iteration: int, trials: list[TuneTrial], **info: Any) -> None:
+        if not self.catch_up:
+            return
+        self.catch_up = False
+        for trial in trials:
+            if trial.status in (TuneTrial.TERMINATED, TuneTrial.ERROR):
+                self._record_missed_end(trial)
+
+    def _record_missed_end(self, trial: TuneTrial) -> None:
+        trial_id = anneal_trial_id(trial)
+        if trial_id in self.recorded_ends:
+            return
+        if trial_id not in self.recorded_starts:
+            self.on_trial_start(0, [], trial)
+        if trial.last_result:
+            self.on_trial_result(0, [], trial, trial.last_result)
+        if trial.status == TuneTrial.ERROR:
+            self.on_trial_error(0, [], trial)
+        else:
+            self.on_trial_complete(0, [], trial)
 
     def _trial(
         self, trial: TuneTrial, state: TrialState, error: str = "", result: Mapping[str, Any] | None = None
@@ -69,15 +118,17 @@ class TrialRecorder(tune.Callback):
         # Inside on_trial_result, trial.last_result is still the previous result.
         result = trial.last_result or {} if result is None else result
         return Trial(
-            trial_id=trial.trial_id,
+            trial_id=anneal_trial_id(trial),
             state=state,
-            config={k: plain(v) for k, v in trial.config.items()},
+            config=trial_config(trial.config),
             metrics=reported_metrics(result),
             epochs=int(result.get(EPOCH, 0)),
             error=error,
         )
 
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
+        if anneal_trial_id(trial) in self.recorded_ends:
+            return  # replayed: the store and MLflow hold it whole
         snapshot = self._trial(trial, TrialState.RUNNING)
         params = {**self.fixed, **snapshot.config}
         self.writer.put(Record(EventKind.TRIAL_STARTED, snapshot, params=params))
@@ -85,6 +136,8 @@ class TrialRecorder(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, result: dict[str, Any], **info: Any
     ) -> None:
+        if anneal_trial_id(trial) in self.recorded_ends:
+            return
         snapshot = self._trial(trial, TrialState.RUNNING, result=result)
         # One result carries every epoch since the last: MLflow gets each epoch, the store
         # (and WatchStudy) one event with the latest.
@@ -100,8 +153,10 @@ class TrialRecorder(tune.Callback):
         self._end(trial, TrialState.ERROR, "FAILED", trial_error(trial))
 
     def _end(self, trial: TuneTrial, state: TrialState, mlflow_status: str, error: str = "") -> None:
+        if anneal_trial_id(trial) in self.recorded_ends:
+            return
         self.finished += 1
         snapshot = self._trial(trial, state, error)
         self.writer.put(Record(EventKind.TRIAL_ENDED, snapshot, mlflow_status=mlflow_status))
         metric_text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(snapshot.metrics.items()))
-        log.info("trial %s %s (%d done) %s", trial.trial_id, state.value.lower(), self.finished, metric_text)
+        log.info("trial %s %s (%d done) %s", snapshot.trial_id, state.value.lower(), self.finished, metric_text)

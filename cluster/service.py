@@ -12,7 +12,7 @@ from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, EventKind, Prediction, Study, StudyEvent, StudyState
 from cluster.batching import PredictBatcher
-from cluster.jobs import STANDBY_PREFIX, JobLauncher
+from cluster.jobs import JobLauncher, job_id_for
 from cluster.serving import deploy_model, route_for
 from cluster.store import Store, now
 from trainers.registry import check_spec
@@ -133,16 +133,38 @@ class AnnealService:
                 log.exception("the study driver keeper failed a pass; it tries again")
 
     def tend_drivers(self) -> None:
-        """Gives a study handed to a standby driver that is gone a job of its own, and starts a
+        """Starts a new driver for every active study whose driver's job is gone, and starts a
         standby when none is up. Only while no study or study driver runs: its start-up would
         slow them."""
-        for study_id, job_id in self.store.stranded_studies(STANDBY_PREFIX):
+        for study_id, state, job_id, restarts in self.store.driven_studies():
             if self.jobs.is_gone(job_id):
-                log.warning("standby driver %s ended before it took study %s; submitting a job", job_id, study_id)
-                self.store.update_study(study_id, ray_job_id=self.jobs.submit_own_job(study_id))
+                self._restart_driver(study_id, state, job_id, restarts)
         busy = self.store.count_studies([StudyState.PENDING, StudyState.RUNNING]) or self.jobs.drivers_running()
         if not busy and self.jobs.wants_standby():
             self.jobs.start_standby()
+
+    def _restart_driver(self, study_id: str, state: StudyState, dead_job_id: str, restarts: int) -> None:
+        """A RUNNING study resumes from Tune's last snapshot; a PENDING one (its driver, or the
+        standby handed it, ended before it started) starts. Past `driver_restarts`, it fails."""
+        if restarts >= self.settings.driver_restarts:
+            reason = (
+                f"the study driver ended {restarts + 1} times before the study did; "
+                f"the last, Ray job {dead_job_id}, {self.jobs.last_words(dead_job_id)}"
+            )
+            self.store.transition(study_id, [state], StudyState.FAILED, error=reason)
+            log.error("study %s failed: %s", study_id, reason)
+            return
+        new_job_id = job_id_for(study_id, restarts + 1)
+        if not self.store.claim_driver(study_id, dead_job_id, new_job_id):
+            return
+        log.warning(
+            "the driver of %s study %s (Ray job %s) is gone; submitting %s",
+            state.value,
+            study_id,
+            dead_job_id,
+            new_job_id,
+        )
+        self.jobs.submit_restart(study_id, new_job_id, resume=state is StudyState.RUNNING)
 
     # ------------------------------------------------------------ serving
 

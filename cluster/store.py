@@ -57,6 +57,8 @@ studies = sa.Table(
     sa.Column("registered_model", sa.String(256), nullable=False, default=""),
     sa.Column("registered_model_version", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text, nullable=False, default=""),
+    # Drivers the server started again after the study's driver died (`claim_driver`).
+    sa.Column("driver_restarts", sa.Integer, nullable=False, default=0),
     # Two active studies never share a name, even when two creates race.
     sa.Index(
         "active_study_name",
@@ -223,15 +225,30 @@ class Store:
             found: str | None = conn.execute(query.limit(1)).scalar()
         return found
 
-    def stranded_studies(self, job_prefix: str) -> list[tuple[str, str]]:
-        """(study id, job id) of PENDING studies handed to jobs whose id starts with `job_prefix`."""
+    def driven_studies(self) -> list[tuple[str, StudyState, str, int]]:
+        """(study id, state, Ray job id, driver restarts) of every active study handed to a job."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(studies.c.study_id, studies.c.ray_job_id).where(
-                    studies.c.state == StudyState.PENDING.value, studies.c.ray_job_id.startswith(job_prefix)
+                sa.select(studies.c.study_id, studies.c.state, studies.c.ray_job_id, studies.c.driver_restarts).where(
+                    studies.c.state.in_(ACTIVE_STATES), studies.c.ray_job_id != ""
                 )
             ).all()
-        return [(row.study_id, row.ray_job_id) for row in rows]
+        return [(row.study_id, StudyState(row.state), row.ray_job_id, row.driver_restarts) for row in rows]
+
+    def claim_driver(self, study_id: str, dead_job_id: str, new_job_id: str) -> bool:
+        """Hands an active study from the job `dead_job_id` to `new_job_id`, counting a driver
+        restart. False when the study moved on meanwhile (another claim, an end, a cancel)."""
+        with self._writes.begin() as conn:
+            result = conn.execute(
+                studies.update()
+                .where(
+                    studies.c.study_id == study_id,
+                    studies.c.ray_job_id == dead_job_id,
+                    studies.c.state.in_(ACTIVE_STATES),
+                )
+                .values(ray_job_id=new_job_id, driver_restarts=studies.c.driver_restarts + 1, updated_at=now())
+            )
+        return bool(result.rowcount == 1)
 
     def count_studies(self, states: Iterable[StudyState]) -> int:
         with self.engine.connect() as conn:
@@ -419,4 +436,5 @@ def _study_from_row(row: Any, trial_list: list[Trial]) -> Study:
         registered_model_version=row.registered_model_version,
         error=row.error,
         model_uri=row.model_uri,
+        driver_restarts=row.driver_restarts,
     )

@@ -100,6 +100,17 @@ class MlflowTracker:
         )
         return run.info.run_id
 
+    def last_step(self, run_id: str) -> int:
+        """The largest step any metric of the run was logged at; 0 for none."""
+        keys = self.client.get_run(run_id).data.metrics
+        steps = (m.step for key in keys for m in self.client.get_metric_history(run_id, key))
+        return max(steps, default=0)
+
+    def resume_study(self, experiment_id: str, parent_run_id: str) -> None:
+        """Goes on recording into the study's experiment and parent run (a resumed study)."""
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+
     def log_batch(self, run_id: str, params: Mapping[str, Any], metrics: list[tuple[str, float, int, int]]) -> None:
         """One MLflow call: params as text, metrics as (key, value, timestamp ms, step)."""
         self.client.log_batch(

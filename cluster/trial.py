@@ -7,9 +7,11 @@ start pays every import here, on the cores the trials train on.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,28 @@ REPORT_INTERVAL_S = 0.5
 # Result keys: the epoch count (schedulers' time attribute) and every epoch since the last result.
 EPOCH = "epoch"
 HISTORY = "anneal_epochs"
+# Checkpoint file keys beside the trainer's state: the metrics reported with it, and whether
+# it was the trial's final report.
+METRICS = "metrics"
+FINAL = "final"
+# The config key that gives a trial Tune created on a resumed study the identity of a
+# trial the study's previous driver started (see `cluster.resume`).
+ADOPTED_AS = "anneal_adopted_as"
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a trial of a resumed study brings from before its driver died."""
+
+    checkpoint_dir: str = ""  # its newest checkpoint on disk; '' when none
+    ended: bool = False  # it ended before: report its end again instead of training
+    metrics: dict[str, float] = field(default_factory=dict)  # its last metrics, when ended
+    epochs: int = 0
+    error: str = ""  # when it ended in an error
+
+
+class ReplayedError(RuntimeError):
+    """A trial that had failed before its study's driver died fails again on resume."""
 
 
 class TuneTrainContext:
@@ -46,7 +70,11 @@ class TuneTrainContext:
         device: str,
         checkpoint_interval_s: float,
         report_interval_s: float = REPORT_INTERVAL_S,
+        carried_checkpoint: str = "",
     ) -> None:
+        self._carried_checkpoint = carried_checkpoint
+        self._newest: tuple[dict[str, Any], Any] | None = None
+        self._looked = False
         self._num_threads = num_threads
         self._device = device
         self._checkpoint_interval = checkpoint_interval_s
@@ -83,14 +111,30 @@ class TuneTrainContext:
         self._last_persisted = moment
         # Tune copies the directory into the experiment storage before report returns.
         with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
-            torch.save({"state": dict(checkpoint or {}), EPOCH: self._epoch}, Path(directory) / CHECKPOINT_FILE)
+            saved = {"state": dict(checkpoint or {}), EPOCH: self._epoch, METRICS: dict(metrics), FINAL: final}
+            torch.save(saved, Path(directory) / CHECKPOINT_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
 
+    def newest_checkpoint(self) -> tuple[dict[str, Any], Any] | None:
+        """(what it holds, the checkpoint): the newest of Tune's checkpoint of this trial and
+        the one it carried over a resume (newer when it checkpointed after Tune's last snapshot)."""
+        if not self._looked:
+            self._looked = True
+            candidates: list[tuple[dict[str, Any], Any]] = []
+            checkpoint = tune.get_checkpoint()
+            if checkpoint is not None:
+                candidates.append((load_checkpoint_file(checkpoint), checkpoint))
+            if self._carried_checkpoint:
+                carried: Any = tune.Checkpoint.from_directory(self._carried_checkpoint)
+                candidates.append((load_checkpoint_file(carried), carried))
+            self._newest = max(candidates, key=lambda candidate: int(candidate[0][EPOCH]), default=None)
+        return self._newest
+
     def load_checkpoint(self) -> dict[str, Any] | None:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
+        newest = self.newest_checkpoint()
+        if newest is None:
             return None
-        saved = load_checkpoint_file(checkpoint)
+        saved, _ = newest
         self._epoch = int(saved[EPOCH])
         state: dict[str, Any] = saved["state"]
         return state
@@ -98,7 +142,11 @@ class TuneTrainContext:
 
 def load_checkpoint_file(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as directory:
-        saved: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+        return load_checkpoint_directory(directory)
+
+
+def load_checkpoint_directory(directory: str) -> dict[str, Any]:
+    saved: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
     return saved
 
 
@@ -108,15 +156,50 @@ def load_checkpoint_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     return state
 
 
+def report_end(metrics: Mapping[str, float], epochs: int, checkpoint: Any | None) -> None:
+    """Reports, again, the end of a trial that ended before its study's driver died, with its
+    final checkpoint, and trains nothing."""
+    result: dict[str, Any] = {**metrics, EPOCH: epochs, HISTORY: [], DONE: True}
+    if checkpoint is None:
+        tune.report(result)
+        return
+    # A copy: Tune may persist this report's checkpoint into the very directory it came from.
+    with checkpoint.as_directory() as source, tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
+        copy = shutil.copytree(source, Path(directory) / "checkpoint")
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(copy)))
+
+
 def trial_function(
-    fixed: Mapping[str, Any], info: TrainerInfo, cpus: int, wants_gpu: bool, checkpoint_interval_s: float
+    fixed: Mapping[str, Any],
+    info: TrainerInfo,
+    cpus: int,
+    wants_gpu: bool,
+    checkpoint_interval_s: float,
+    carried: Mapping[str, Carried] | None = None,
 ) -> Callable[[dict[str, Any], Splits], None]:
-    """The function Tune runs for each trial: fixed params merged with the sampled config."""
+    """The function Tune runs for each trial: fixed params merged with the sampled config.
+    On a resumed study, `carried` holds what each trial of the previous driver left."""
     fixed = dict(fixed)
+    carried = dict(carried or {})
 
     def run_trial(config: dict[str, Any], data: Splits) -> None:
-        trainer = info.load()
+        config = dict(config)
+        trial_id = str(config.pop(ADOPTED_AS, "")) or tune.get_context().get_trial_id()
+        brought = carried.get(trial_id, Carried())
+        if brought.ended:  # the store holds its end
+            if brought.error:
+                raise ReplayedError(brought.error)
+            checkpoint = tune.Checkpoint.from_directory(brought.checkpoint_dir) if brought.checkpoint_dir else None
+            report_end(brought.metrics, brought.epochs, checkpoint)
+            return
         device = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
-        trainer.train({**fixed, **config}, data, TuneTrainContext(cpus, device, checkpoint_interval_s))
+        context = TuneTrainContext(cpus, device, checkpoint_interval_s, carried_checkpoint=brought.checkpoint_dir)
+        newest = context.newest_checkpoint()
+        if newest is not None and newest[0].get(FINAL):
+            # It ended after Tune's last snapshot, and its end never reached the store.
+            saved, checkpoint = newest
+            report_end(saved.get(METRICS, {}), int(saved[EPOCH]), checkpoint)
+            return
+        info.load().train({**fixed, **config}, data, context)
 
     return run_trial

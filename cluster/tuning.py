@@ -12,7 +12,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
-from cluster.trial import EPOCH, trial_function
+from cluster.trial import ADOPTED_AS, EPOCH, Carried, trial_function
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_splits
 
@@ -43,6 +43,45 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     return sampler
 
 
+class AdoptingOptunaSearch(OptunaSearch):
+    """OptunaSearch that, on a resumed study, first hands out the configs of trials Tune's
+    snapshot lost (see `cluster.resume`), each marked with the identity it adopts. Optuna
+    learns an adopted trial when it ends, as an evaluated point."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.adoptions: list[tuple[str, dict[str, Any]]] = []  # (trial id, config), handed out in order
+        self.adopted: dict[str, dict[str, Any]] = {}  # Tune's trial id -> the config it adopted
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.adoptions:
+            return super().suggest(trial_id)
+        adopted_id, config = self.adoptions.pop(0)
+        self.adopted[trial_id] = config
+        return {**config, ADOPTED_AS: adopted_id}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id not in self.adopted:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        config = self.adopted.pop(trial_id, None)
+        if config is None:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        value = (result or {}).get(self.metric)
+        space = self._space if isinstance(self._space, dict) else {}
+        params = {name: chosen for name, chosen in config.items() if name in space}
+        # Optuna records a failed or pruned trial without a value (OptunaSearch does the same).
+        self.add_evaluated_point(params, value, error=error, pruned=value is None and not error)  # type: ignore[arg-type]
+
+    def restore(self, checkpoint_path: str) -> None:
+        # Tune restores the searcher inside fit(), after the driver handed it the adoptions.
+        pending = self.adoptions
+        super().restore(checkpoint_path)
+        self.adoptions = pending
+
+
 def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
     config = spec.scheduler
     if config.asha is not None:
@@ -69,13 +108,14 @@ def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
     return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
 
 
-def make_trainable(spec: StudySpec, info: TrainerInfo) -> Any:
+def make_trainable(spec: StudySpec, info: TrainerInfo, carried: dict[str, Carried] | None = None) -> Any:
     """The trial function with its resources; the dataset is loaded once, here, and reaches
     the trials through the object store."""
     d = spec.dataset
     data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
     cpus = max(1, int(spec.resources.cpu))
-    run_trial = trial_function(spec.params, info, cpus, spec.resources.gpu > 0, spec.failure.checkpoint_interval_s)
+    interval = spec.failure.checkpoint_interval_s
+    run_trial = trial_function(spec.params, info, cpus, spec.resources.gpu > 0, interval, carried)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.with_resources(tune.with_parameters(run_trial, data=data), resources)
 
@@ -87,16 +127,21 @@ def build_tuner(
     experiment_name: str,
     storage_path: str,
     callbacks: list[tune.Callback],
+    carried: dict[str, Carried] | None = None,
+    adoptions: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> tune.Tuner:
-    search = OptunaSearch(
+    """A new Tuner for the study; `carried` and `adoptions` start it with the trials of a
+    driver that died before Tune's first snapshot."""
+    search = AdoptingOptunaSearch(
         space=optuna_space(spec),
         metric=spec.objective.metric,
         mode=spec.objective.mode,
         sampler=optuna_sampler(spec),
     )
+    search.adoptions = list(adoptions or [])
     os.makedirs(storage_path, exist_ok=True)
     return tune.Tuner(
-        make_trainable(spec, info),
+        make_trainable(spec, info, carried),
         tune_config=tune.TuneConfig(
             metric=spec.objective.metric,
             mode=spec.objective.mode,
@@ -120,3 +165,24 @@ def build_tuner(
             verbose=0,
         ),
     )
+
+
+def restore_tuner(
+    spec: StudySpec,
+    info: TrainerInfo,
+    experiment_dir: str,
+    carried: dict[str, Carried],
+    adoptions: list[tuple[str, dict[str, Any]]],
+) -> tuple[tune.Tuner, list[tune.Callback]]:
+    """The study's Tuner from Tune's last snapshot (`Tuner.restore`): unfinished trials go on,
+    ended ones stay ended. Returns it with its callbacks, restored without their live parts."""
+    tuner = tune.Tuner.restore(
+        experiment_dir, trainable=make_trainable(spec, info, carried), resume_unfinished=True, resume_errored=False
+    )
+    # Tune keeps the Tuner's config in its snapshot and offers no public way to reach it.
+    internal = getattr(tuner, "_local_tuner", None)
+    search = getattr(getattr(internal, "_tune_config", None), "search_alg", None)
+    if internal is None or not isinstance(search, AdoptingOptunaSearch):
+        raise RuntimeError(f"cannot resume {experiment_dir}: this Ray Tune keeps its restored config elsewhere")
+    search.adoptions = list(adoptions)
+    return tuner, list(internal.get_run_config().callbacks or [])

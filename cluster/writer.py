@@ -37,6 +37,8 @@ WRITE_ATTEMPTS = 4
 REPLY_POLL_S = 1.0
 # Added to the writer's nice value: trials (nice 0) come first for the CPU.
 WRITER_NICENESS = 10
+# How often an idle writer checks that its driver is still alive.
+PARENT_POLL_S = 1.0
 T = TypeVar("T")
 
 
@@ -60,6 +62,7 @@ class Start:
     study_id: str
     experiment_id: str
     parent_run_id: str
+    recorded: list[Trial] = field(default_factory=list)  # a resumed study's trials, as the store holds them
 
 
 @dataclass
@@ -86,8 +89,8 @@ class TrialWriter:
         self._process.start()
         self._tokens = 0
 
-    def start(self, study_id: str, experiment_id: str, parent_run_id: str) -> None:
-        self._inbox.put(Start(study_id, experiment_id, parent_run_id))
+    def start(self, study_id: str, experiment_id: str, parent_run_id: str, recorded: list[Trial] | None = None) -> None:
+        self._inbox.put(Start(study_id, experiment_id, parent_run_id, list(recorded or [])))
 
     def put(self, record: Record) -> None:
         self._inbox.put(record)
@@ -126,8 +129,15 @@ def serve(store_url: str, tracking_uri: str, artifact_root: str, inbox: Any, rep
     tracker = MlflowTracker(tracking_uri, artifact_root)
     tracker.open_store()
     writing = Writing(Store(store_url), tracker)
+    driver = os.getppid()
     while True:
-        messages = [inbox.get()]
+        try:
+            messages = [inbox.get(timeout=PARENT_POLL_S)]
+        except queue.Empty:
+            if os.getppid() != driver:  # the driver died; what it queued has been written
+                log.warning("the study driver is gone; the trial writer exits")
+                return
+            continue
         while True:
             try:
                 messages.append(inbox.get_nowait())
@@ -175,6 +185,19 @@ class Writing:
         self.study_id = start.study_id
         self.tracker.experiment_id = start.experiment_id
         self.tracker.parent_run_id = start.parent_run_id
+        for trial in start.recorded:
+            self._adopt_run(trial)
+
+    def _adopt_run(self, trial: Trial) -> None:
+        """Carries on the MLflow run of a trial the study's previous driver started."""
+        if not trial.mlflow_run_id:
+            return
+        self.runs[trial.trial_id] = trial.mlflow_run_id
+        if trial.state.is_terminal:
+            self.ended.add(trial.trial_id)
+            return
+        # MLflow's own history: the previous writer may have logged epochs the store lacks.
+        self.logged_epochs[trial.trial_id] = retry(self.tracker.last_step, trial.mlflow_run_id)
 
     def _write_guarded(self, records: list[Record]) -> None:
         if not records or self.failure:

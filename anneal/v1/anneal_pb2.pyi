@@ -300,7 +300,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., config: _Optional[_Mapping[str, Scalar]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epochs: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri")
+    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts")
     class BestTestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +324,7 @@ class Study(_message.Message):
     REGISTERED_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     name: str
     spec: StudySpec
@@ -340,7 +341,8 @@ class Study(_message.Message):
     registered_model_version: int
     error: str
     model_uri: str
-    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ...) -> None: ...
+    driver_restarts: int
+    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ...) -> None: ...
 
 class StudyEvent(_message.Message):
     __slots__ = ("sequence", "study_id", "kind", "time", "trial", "study_state", "message")

@@ -339,6 +339,7 @@ def make_study(state: StudyState, best: bool) -> Study:
         registered_model_version=4 if best else 0,
         error="it failed" if state is StudyState.FAILED else "",
         model_uri="mlflow-artifacts:/17/model" if best else "",
+        driver_restarts=2,
     )
 
 

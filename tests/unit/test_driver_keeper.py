@@ -1,5 +1,6 @@
-"""The server's driver keeper: when it starts a standby driver, and what it does with a
-study whose standby ended before taking it. The Jobs API is the edge here: a recording
+"""The server's driver keeper: when it starts a standby driver, and what it does with an
+active study whose driver's job is gone (a standby that ended before taking it, a driver
+killed mid-study). The Jobs API is the edge here: a recording
 stand-in answers for it (the real one is exercised in tests/integration)."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class RecordingJobs:
     def __init__(self) -> None:
         self.standby: str | None = None
         self.gone: set[str] = set()
-        self.own_jobs: list[str] = []
+        self.restarts: list[tuple[str, str, bool]] = []  # (study id, job id, resume)
         self.standbys_started = 0
         self.driving: set[str] = set()
 
@@ -44,9 +45,12 @@ class RecordingJobs:
     def is_gone(self, job_id: str) -> bool:
         return job_id in self.gone
 
-    def submit_own_job(self, study_id: str) -> str:
-        self.own_jobs.append(study_id)
-        return f"anneal-{study_id}"
+    def submit_restart(self, study_id: str, job_id: str, *, resume: bool) -> str:
+        self.restarts.append((study_id, job_id, resume))
+        return job_id
+
+    def last_words(self, job_id: str) -> str:
+        return "FAILED: killed"
 
 
 @pytest.fixture
@@ -103,8 +107,55 @@ def test_study_of_an_ended_standby_gets_its_own_job(
     study_id = store.create_study(example_spec).study_id
     store.update_study(study_id, ray_job_id=f"{STANDBY_PREFIX}lost")
     service.tend_drivers()
-    assert jobs.own_jobs == []  # its standby is still up: it will take the study
+    assert jobs.restarts == []  # its standby is still up: it will take the study
     jobs.gone.add(f"{STANDBY_PREFIX}lost")
     service.tend_drivers()
-    assert jobs.own_jobs == [study_id]
-    assert store.get_study(study_id).ray_job_id == f"anneal-{study_id}"
+    assert jobs.restarts == [(study_id, f"anneal-{study_id}-r1", False)]  # PENDING: it starts, nothing to resume
+    assert store.get_study(study_id).ray_job_id == f"anneal-{study_id}-r1"
+
+
+def running_study(store: Store, spec: StudySpec, job_id: str = "anneal-driver") -> str:
+    study_id = store.create_study(spec).study_id
+    store.update_study(study_id, ray_job_id=job_id)
+    store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING)
+    return study_id
+
+
+def test_a_running_study_whose_driver_died_resumes_in_a_new_job(
+    service: AnnealService, store: Store, jobs: RecordingJobs, example_spec: StudySpec
+) -> None:
+    study_id = running_study(store, example_spec)
+    service.tend_drivers()
+    assert jobs.restarts == []  # its driver is alive
+    jobs.gone.add("anneal-driver")
+    service.tend_drivers()
+    service.tend_drivers()  # the new job is up: nothing more
+    assert jobs.restarts == [(study_id, f"anneal-{study_id}-r1", True)]
+    study = store.get_study(study_id)
+    assert (study.state, study.ray_job_id, study.driver_restarts) == (StudyState.RUNNING, f"anneal-{study_id}-r1", 1)
+
+
+def test_a_study_whose_driver_keeps_dying_fails_saying_so(
+    service: AnnealService, store: Store, jobs: RecordingJobs, example_spec: StudySpec
+) -> None:
+    study_id = running_study(store, example_spec)
+    jobs.gone.add("anneal-driver")
+    for restart in range(1, service.settings.driver_restarts + 1):
+        service.tend_drivers()
+        jobs.gone.add(f"anneal-{study_id}-r{restart}")
+    service.tend_drivers()
+    assert len(jobs.restarts) == service.settings.driver_restarts
+    study = store.get_study(study_id)
+    assert study.state is StudyState.FAILED
+    assert f"ended {service.settings.driver_restarts + 1} times" in study.error
+    assert "FAILED: killed" in study.error
+
+
+def test_ended_studies_are_left_alone(
+    service: AnnealService, store: Store, jobs: RecordingJobs, example_spec: StudySpec
+) -> None:
+    study_id = running_study(store, example_spec)
+    store.transition(study_id, [StudyState.RUNNING], StudyState.CANCELLED)
+    jobs.gone.add("anneal-driver")
+    service.tend_drivers()
+    assert jobs.restarts == []

@@ -403,14 +403,30 @@ def test_study_for_job_finds_the_study_handed_to_a_job(store: Store, example_spe
     assert store.study_for_job("anneal-standby-1") == study_id
 
 
-def test_stranded_studies_are_pending_on_matching_jobs(store: Store, example_spec: StudySpec) -> None:
+def test_driven_studies_are_the_active_ones_handed_to_a_job(store: Store, example_spec: StudySpec) -> None:
     waiting = store.create_study(example_spec).study_id
     store.update_study(waiting, ray_job_id="anneal-standby-1")
-    own_job = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
-    store.update_study(own_job, ray_job_id=f"anneal-{own_job}")
-    assert store.stranded_studies("anneal-standby-") == [(waiting, "anneal-standby-1")]
-    start(store, waiting)
-    assert store.stranded_studies("anneal-standby-") == []
+    running = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
+    store.update_study(running, ray_job_id=f"anneal-{running}")
+    start(store, running)
+    store.create_study(example_spec.model_copy(update={"name": "unsubmitted"}))
+    assert sorted(store.driven_studies()) == sorted(
+        [(waiting, StudyState.PENDING, "anneal-standby-1", 0), (running, StudyState.RUNNING, f"anneal-{running}", 0)]
+    )
+    store.transition(running, [StudyState.RUNNING], StudyState.SUCCEEDED)
+    assert [study_id for study_id, *_ in store.driven_studies()] == [waiting]
+
+
+def test_claim_driver_hands_a_study_over_once(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    store.update_study(study_id, ray_job_id="anneal-dead")
+    start(store, study_id)
+    assert store.claim_driver(study_id, "anneal-dead", "anneal-r1")
+    assert not store.claim_driver(study_id, "anneal-dead", "anneal-r1b")  # a second claimer loses
+    study = store.get_study(study_id)
+    assert (study.ray_job_id, study.driver_restarts, study.state) == ("anneal-r1", 1, StudyState.RUNNING)
+    store.transition(study_id, [StudyState.RUNNING], StudyState.CANCELLED)
+    assert not store.claim_driver(study_id, "anneal-r1", "anneal-r2")  # an ended study keeps its job
 
 
 def test_count_studies_by_state(store: Store, example_spec: StudySpec) -> None:

@@ -109,3 +109,36 @@ def test_epochs_a_restarted_trial_reports_again_are_logged_once(
     history = MlflowClient(homes["tracking_uri"]).get_metric_history(recorded.mlflow_run_id, "val_accuracy")
     assert sorted((m.step, m.value) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.3), (4, pytest.approx(0.41))]
     assert recorded.epochs == 4
+
+
+def test_a_new_writer_goes_on_with_the_runs_of_a_resumed_study(
+    writer: TrialWriter, homes: dict[str, str], example_spec: StudySpec
+) -> None:
+    store, tracker, study_id = started_study(homes, example_spec)
+    # The previous driver's writer: t1 ended, t2 logged epochs 1-3 to MLflow, and died
+    # before the store got epoch 3.
+    first = TrialWriter(homes["store_url"], homes["tracking_uri"], homes["artifact_root"])
+    first.start(study_id, tracker.experiment_id, tracker.parent_run_id)
+    for trial_id in ("t1", "t2"):
+        first.put(Record(EventKind.TRIAL_STARTED, trial(trial_id), params={"lr": 0.1}))
+    first.put(Record(EventKind.TRIAL_RESULT, trial("t1", epochs=2), history=[(1, {"loss": 1.0}), (2, {"loss": 0.5})]))
+    first.put(Record(EventKind.TRIAL_ENDED, trial("t1", TrialState.COMPLETED, 2, loss=0.5), mlflow_status="FINISHED"))
+    first.put(Record(EventKind.TRIAL_RESULT, trial("t2", epochs=2), history=[(1, {"loss": 2.0}), (2, {"loss": 1.5})]))
+    first.flush()
+    first.close()
+    t2_run = {t.trial_id: t for t in store.get_study(study_id).trials}["t2"].mlflow_run_id
+    tracker.log_metrics(t2_run, {"loss": 1.25}, step=3)
+
+    writer.start(study_id, tracker.experiment_id, tracker.parent_run_id, store.get_study(study_id).trials)
+    writer.put(Record(EventKind.TRIAL_STARTED, trial("t2"), params={"lr": 0.1}))  # resumed from epoch 1
+    again = [(step, {"loss": 2.5 - step / 2}) for step in (2, 3, 4)]
+    writer.put(Record(EventKind.TRIAL_RESULT, trial("t2", epochs=4), history=again))
+    writer.put(Record(EventKind.TRIAL_ENDED, trial("t2", TrialState.COMPLETED, 4, loss=0.5), mlflow_status="FINISHED"))
+    writer.flush()
+
+    client = MlflowClient(homes["tracking_uri"])
+    runs = client.search_runs([tracker.experiment_id], filter_string="tags.`anneal.kind` = 'trial'")
+    assert sorted(run.data.tags["anneal.trial_id"] for run in runs) == ["t1", "t2"]  # no second run for t2
+    history = client.get_metric_history(t2_run, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (2, 1.5), (3, 1.25), (4, 0.5)]
+    assert client.get_run(t2_run).info.status == "FINISHED"
