@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +41,29 @@ log = logging.getLogger("anneal.driver")
 # How often a standby driver looks for a study handed to it, and how long it waits for one.
 STANDBY_POLL_S = 0.05
 STANDBY_IDLE_S = 3600.0
+# How long a driver whose study failed watches for its cluster going away (then the failure
+# is the cluster's, not the study's) before it records the study FAILED.
+CLUSTER_LOSS_WAIT_S = 10.0
+
+
+class ClusterLost(RuntimeError):
+    """The Ray cluster under the driver went away; the study stays active, to be resumed."""
+
+
+def cluster_lost(gcs_address: str, supervisor: int, wait_s: float = CLUSTER_LOSS_WAIT_S) -> bool:
+    """True when the job's supervisor is gone or the cluster's GCS stops answering within `wait_s`."""
+    host, _, port = gcs_address.rpartition(":")
+    deadline = time.monotonic() + wait_s
+    while True:
+        if os.getppid() != supervisor:
+            return True
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+        except OSError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _cancel_on_sigterm() -> None:
@@ -127,9 +151,15 @@ def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writ
         ):
             tracker.end_run(tracker.parent_run_id, "KILLED")
             return store.get_study(study_id)
+    supervisor = os.getppid()
     try:
-        _tune_and_finish(settings, store, tracker, writer, study_id, spec, info, resumed)
+        _tune_and_finish(settings, store, tracker, writer, study_id, spec, info, resumed, supervisor)
     except BaseException as error:
+        gcs = ray.get_runtime_context().gcs_address if ray.is_initialized() else ""
+        if isinstance(error, ClusterLost) or (gcs and cluster_lost(gcs, supervisor)):
+            # Not the study's failure: it stays RUNNING, and the server resumes it on the cluster that comes back.
+            log.warning("the Ray cluster went away under study %s, which stays %s: %r", study_id, "RUNNING", error)
+            raise
         store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=f"the study driver failed: {error!r}")
         tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
         raise
@@ -145,6 +175,7 @@ def _tune_and_finish(
     spec: StudySpec,
     info: TrainerInfo,
     resumed: Study | None,
+    supervisor: int,
 ) -> None:
     connect_ray(settings)
     _cancel_on_sigterm()
@@ -157,6 +188,9 @@ def _tune_and_finish(
     else:
         tuner = _resumed_tuner(settings, writer, recorder, resumed, info)
     grid = tuner.fit()
+    # Tune may end its trials as errors when their nodes vanish with the whole cluster.
+    if cluster_lost(ray.get_runtime_context().gcs_address, supervisor, wait_s=0):
+        raise ClusterLost(f"the Ray cluster went away while study {study_id} ran")
     cancelled = store.get_study(study_id).state is StudyState.CANCELLED
     # Every trial is in the store and MLflow before the study ends; runs a cancel cut short end KILLED.
     writer.flush(end_open_runs="KILLED" if cancelled else "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shlex
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -24,6 +25,10 @@ from cluster.warm import SETUP_HOOK
 log = logging.getLogger("anneal.jobs")
 
 RAY_TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
+# A cluster that just started (or is busy) may not have its job agent up yet: Ray answers a
+# submission with this, and a submission a little later succeeds.
+AGENT_NOT_READY = "No available agent to submit job"
+AGENT_WAIT_S = 30.0
 STANDBY_PREFIX = "anneal-standby-"
 STANDBY_METADATA = "anneal.standby"
 
@@ -54,10 +59,16 @@ class JobLauncher:
         """
         with self._lock:
             standby, self._standby = self._standby, None
-        job_id = standby if standby and not self.is_gone(standby) else self.submit_own_job(study_id)
+        job_id = standby if standby and self._is_up(standby) else self.submit_own_job(study_id)
         with self._lock:
             self._handed.add(job_id)
         return job_id
+
+    def _is_up(self, job_id: str) -> bool:
+        try:
+            return not self.is_gone(job_id)
+        except RuntimeError:  # cannot tell: a job of its own is sure to run the study
+            return False
 
     def submit_own_job(self, study_id: str) -> str:
         job_id = self._submit(f"--study {shlex.quote(study_id)}", job_id_for(study_id), {"anneal.study_id": study_id})
@@ -134,23 +145,35 @@ class JobLauncher:
         runtime_env: dict[str, object] = {"env_vars": env_vars}
         if self.settings.warm_trial_workers:
             runtime_env["worker_process_setup_hook"] = SETUP_HOOK
-        return self.client.submit_job(
-            entrypoint=f"anneal run {arguments}",
-            submission_id=job_id,
-            runtime_env=runtime_env,
-            metadata=metadata,
-        )
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return self.client.submit_job(
+                    entrypoint=f"anneal run {arguments}",
+                    submission_id=job_id,
+                    runtime_env=runtime_env,
+                    metadata=metadata,
+                )
+            except RuntimeError as error:
+                if AGENT_NOT_READY not in str(error) or time.monotonic() > deadline:
+                    raise
+                log.info("Ray's job agent is not up yet; submitting %s again", job_id)
+                time.sleep(0.5)
 
     def stop(self, job_id: str) -> None:
         if job_id and not self.status(job_id).is_terminal():
             self.client.stop_job(job_id)
 
     def is_gone(self, job_id: str) -> bool:
-        """True when the job has ended or the cluster no longer knows it."""
+        """True when the job has ended or the cluster no longer knows it (a restarted cluster).
+        Any other failure to ask (a busy dashboard) is raised: a live driver is never taken
+        for a dead one."""
         try:
             return self.status(job_id).is_terminal()
-        except RuntimeError:  # the Jobs API answers an unknown job with an error
-            return True
+        except RuntimeError as error:  # the Jobs API answers an unknown job with 404
+            if "status code 404" in str(error):
+                return True
+            raise
 
     def status(self, job_id: str) -> JobStatus:
         return self.client.get_job_status(job_id)

@@ -52,6 +52,18 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open while they are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -184,13 +196,20 @@ def ensure_ray_token(env: dict[str, str]) -> None:
 
 def _ray_start_command(cluster: LocalCluster, num_cpus: int, dashboard_port: int) -> list[str]:
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    client, agent_http, agent_grpc, runtime_env_agent, metrics = free_ports(5)
     command = [
         ray, "start", "--head", "--block",
         f"--port={cluster.ray_address.rsplit(':', 1)[1]}",
         f"--node-ip-address={LOOPBACK}",
         f"--dashboard-host={LOOPBACK}",
         f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={free_port()}",
+        f"--ray-client-server-port={client}",
+        # Ray's fixed defaults for these would clash with another cluster on this machine
+        # (another ANNEAL_HOME, a user's own Ray): its head would start with no job agent.
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
         f"--temp-dir={cluster.ray_temp_dir}",
         "--include-dashboard=true",
         "--disable-usage-stats",

@@ -81,7 +81,11 @@ class TuneTrainContext:
         self._report_interval = report_interval_s
         self._last_persisted = self._last_reported = time.monotonic()
         self._epoch = 0
-        self._pending: list[dict[str, float]] = []
+        self._pending: list[dict[str, float]] = []  # epochs not yet handed to Tune
+        # Every epoch's metrics so far. Each checkpoint keeps them, and a trial resumed from one
+        # hands them to Tune again: results the driver had not recorded when it died are not
+        # lost (the trial writer keeps each epoch once).
+        self._history: list[dict[str, float]] = []
 
     @property
     def device(self) -> str:
@@ -96,6 +100,7 @@ class TuneTrainContext:
     ) -> None:
         self._epoch += 1
         self._pending.append({**metrics, EPOCH: self._epoch})
+        self._history.append(self._pending[-1])
         moment = time.monotonic()
         if not final and moment - self._last_reported < self._report_interval:
             return
@@ -111,7 +116,13 @@ class TuneTrainContext:
         self._last_persisted = moment
         # Tune copies the directory into the experiment storage before report returns.
         with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
-            saved = {"state": dict(checkpoint or {}), EPOCH: self._epoch, METRICS: dict(metrics), FINAL: final}
+            saved = {
+                "state": dict(checkpoint or {}),
+                EPOCH: self._epoch,
+                METRICS: dict(metrics),
+                FINAL: final,
+                HISTORY: self._history,
+            }
             torch.save(saved, Path(directory) / CHECKPOINT_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
 
@@ -121,12 +132,17 @@ class TuneTrainContext:
         if not self._looked:
             self._looked = True
             candidates: list[tuple[dict[str, Any], Any]] = []
-            checkpoint = tune.get_checkpoint()
-            if checkpoint is not None:
-                candidates.append((load_checkpoint_file(checkpoint), checkpoint))
+            sources: list[Any] = [tune.get_checkpoint()]
             if self._carried_checkpoint:
-                carried: Any = tune.Checkpoint.from_directory(self._carried_checkpoint)
-                candidates.append((load_checkpoint_file(carried), carried))
+                sources.append(tune.Checkpoint.from_directory(self._carried_checkpoint))
+            for checkpoint in sources:
+                try:
+                    if checkpoint is not None:
+                        candidates.append((load_checkpoint_file(checkpoint), checkpoint))
+                except FileNotFoundError:
+                    # Tune's snapshot may name a checkpoint it deleted (keeping num_to_keep)
+                    # after the snapshot and before the driver died; the carried one is newer.
+                    continue
             self._newest = max(candidates, key=lambda candidate: int(candidate[0][EPOCH]), default=None)
         return self._newest
 
@@ -136,6 +152,8 @@ class TuneTrainContext:
             return None
         saved, _ = newest
         self._epoch = int(saved[EPOCH])
+        self._history = list(saved.get(HISTORY, []))
+        self._pending = list(self._history)
         state: dict[str, Any] = saved["state"]
         return state
 
@@ -156,10 +174,16 @@ def load_checkpoint_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     return state
 
 
-def report_end(metrics: Mapping[str, float], epochs: int, checkpoint: Any | None) -> None:
+def result_of(metrics: Mapping[str, float], epochs: int) -> dict[str, float]:
+    return {**metrics, EPOCH: epochs}
+
+
+def report_end(
+    metrics: Mapping[str, float], epochs: int, checkpoint: Any | None, history: list[dict[str, float]] | None = None
+) -> None:
     """Reports, again, the end of a trial that ended before its study's driver died, with its
-    final checkpoint, and trains nothing."""
-    result: dict[str, Any] = {**metrics, EPOCH: epochs, HISTORY: [], DONE: True}
+    final checkpoint (and its epochs, when the store may lack some), and trains nothing."""
+    result: dict[str, Any] = {**metrics, EPOCH: epochs, HISTORY: history or [result_of(metrics, epochs)], DONE: True}
     if checkpoint is None:
         tune.report(result)
         return
@@ -198,7 +222,7 @@ def trial_function(
         if newest is not None and newest[0].get(FINAL):
             # It ended after Tune's last snapshot, and its end never reached the store.
             saved, checkpoint = newest
-            report_end(saved.get(METRICS, {}), int(saved[EPOCH]), checkpoint)
+            report_end(saved.get(METRICS, {}), int(saved[EPOCH]), checkpoint, saved.get(HISTORY))
             return
         info.load().train({**fixed, **config}, data, context)
 

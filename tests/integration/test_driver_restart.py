@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobSubmissionClient
 
-from anneal import StudySpec, StudyState, TrialState
+from anneal import Client, StudySpec, StudyState, TrialState
 from anneal.types import EventKind, Study
 from tests.integration.conftest import Stack
 
@@ -53,6 +53,17 @@ def wait_for(check: object, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def wait_for_mid_study(client: Client, study_id: str, *, ended: int, timeout_s: float) -> None:
+    """Waits until `ended` trials have ended while another has reported an epoch."""
+
+    def mid_study() -> bool:
+        trials = client.get_study(study_id).trials
+        done = [t for t in trials if t.state.is_terminal]
+        return len(done) >= ended and any(t.state is TrialState.RUNNING and t.epochs >= 1 for t in trials)
+
+    wait_for(mid_study, timeout_s, f"{ended} trials to end while others run")
+
+
 def kill_driver(stack: Stack, job_id: str) -> int:
     """SIGKILLs the Ray job's driver process (`anneal run`), as a crash or an OOM kill would."""
     info = JobSubmissionClient(stack.settings.ray_dashboard_url).get_job_info(job_id)
@@ -66,12 +77,7 @@ def test_a_killed_driver_is_replaced_and_the_study_resumes_without_rerunning_tri
     with stack.client() as client:
         study_id = client.create_study(resumable_spec("it-driver-killed")).study_id
 
-        def mid_study() -> bool:
-            study = client.get_study(study_id)
-            ended = [t for t in study.trials if t.state.is_terminal]
-            return len(ended) >= 3 and any(t.state is TrialState.RUNNING and t.epochs >= 1 for t in study.trials)
-
-        wait_for(mid_study, 120, "three trials to end while others run")
+        wait_for_mid_study(client, study_id, ended=3, timeout_s=120)
         before = client.get_study(study_id)
         kill_driver(stack, before.ray_job_id)
         killed_at = time.monotonic()

@@ -77,7 +77,8 @@ def server_process(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], str]
 
 
 def test_a_study_outlives_a_killed_server_and_a_new_server_serves_it(stack: Stack) -> None:
-    spec = slow_spec("it-server-killed", trials=4, epochs=6)
+    # Long enough (trials of 8 s) to be running still when the new server is up.
+    spec = slow_spec("it-server-killed", trials=4, epochs=16)
     with server_process(stack) as (first, address):
         with Client(address) as client:
             study_id = client.create_study(spec).study_id
