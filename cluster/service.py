@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, Unavailable
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, EventKind, Prediction, Study, StudyEvent, StudyState
-from cluster.batching import PredictBatcher
+from cluster.batching import Answers, PredictBatcher
 from cluster.jobs import JobLauncher, job_id_for
 from cluster.serving import deploy_model, route_for
 from cluster.store import Store, now
@@ -20,8 +21,30 @@ from trainers.registry import check_spec
 log = logging.getLogger("anneal.service")
 
 PREDICT_TIMEOUT_S = 30.0
+# Waits between sends of a Predict whose replica was lost: growing to the last, then steady.
+PREDICT_RETRY_WAITS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 DRIVER_KEEPER_INTERVAL_S = 1.0
 MAX_PREDICT_ROWS = 10_000
+
+
+def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name: str) -> Answers:
+    """Sends a Predict with `send(timeout_s)`, again whenever its replica was lost (it died, or
+    Serve was replacing it), until `timeout_s` runs out. Predicting twice changes nothing, so
+    a repeat is safe; Serve routes it to a live replica, or to the replacement once it is up."""
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+
+    deadline = time.monotonic() + timeout_s
+    for attempt in itertools.count():
+        try:
+            return send(max(deadline - time.monotonic(), 0.001))
+        except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as error:
+            wait_s = PREDICT_RETRY_WAITS_S[min(attempt, len(PREDICT_RETRY_WAITS_S) - 1)]
+            if time.monotonic() + wait_s >= deadline:
+                raise
+            log.warning("a replica of %s was lost (%s); sending the call again", name, type(error).__name__)
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
 
 
 def deploy_study(
@@ -220,8 +243,9 @@ class AnnealService:
             raise NotFound(f"deployment {name} is not running in Ray Serve: {error}") from None
 
         def call(rows: list[list[float]]) -> list[tuple[int, list[float]]]:
-            answers: list[tuple[int, list[float]]] = handle.predict.remote(rows).result(timeout_s=PREDICT_TIMEOUT_S)
-            return answers
+            return retry_lost_replicas(
+                lambda timeout_s: handle.predict.remote(rows).result(timeout_s=timeout_s), PREDICT_TIMEOUT_S, name
+            )
 
         route = PredictBatcher(call, deployment.max_batch_size)
         self._routes[name] = route

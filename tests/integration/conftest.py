@@ -55,6 +55,25 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)
 
 
+def remove_serve_app(stack: Stack, name: str) -> None:
+    """Deletes a test's Serve application: each replica holds CPU the later tests' trials need."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=stack.settings.ray_address, log_to_driver=False)
+    serve.delete(name)
+
+
+@pytest.fixture
+def serve_apps(stack: Stack) -> Iterator[list[str]]:
+    """Names of Serve applications the test deploys, deleted after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        remove_serve_app(stack, name)
+
+
 def small_spec(name: str, **changes: object) -> StudySpec:
     """digits, 4 trials of 4 epochs, 2 at a time: a real study that ends in seconds."""
     data = StudySpec.load(REPO / "examples" / "digits.yaml").to_dict()

@@ -29,8 +29,9 @@ def _wait_for_deployment(client: Client, name: str, timeout_s: float = 120) -> D
         time.sleep(0.5)
 
 
-def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack) -> None:
+def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack, serve_apps: list[str]) -> None:
     spec = small_spec("it-serve", deploy={"auto": True, "replicas": 1})
+    serve_apps.append("it-serve")
     with stack.client() as client:
         study = client.wait_for_study(client.create_study(spec).study_id, timeout_s=600)
         assert study.state is StudyState.SUCCEEDED, study.error

@@ -1,0 +1,55 @@
+"""Predict is sent again when its replica was lost, until its deadline; other errors are not retried."""
+
+from __future__ import annotations
+
+import pytest
+from ray.exceptions import ActorDiedError
+from ray.serve.exceptions import ReplicaUnavailableError
+
+from cluster import service
+from cluster.service import retry_lost_replicas
+
+ANSWER = [(1, [0.0, 1.0])]
+
+
+class Flaky:
+    """Loses its replica on the first `losses` sends, then answers."""
+
+    def __init__(self, losses: int, error: Exception) -> None:
+        self.losses = losses
+        self.error = error
+        self.sends = 0
+
+    def __call__(self, timeout_s: float) -> list[tuple[int, list[float]]]:
+        self.sends += 1
+        assert timeout_s > 0
+        if self.sends <= self.losses:
+            raise self.error
+        return ANSWER
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "PREDICT_RETRY_WAITS_S", (0.0,))
+
+
+@pytest.mark.parametrize("error", [ActorDiedError(), ReplicaUnavailableError("replaced")], ids=["died", "replaced"])
+def test_a_call_whose_replica_was_lost_is_sent_again(error: Exception) -> None:
+    send = Flaky(3, error)
+    assert retry_lost_replicas(send, timeout_s=5, name="m") == ANSWER
+    assert send.sends == 4
+
+
+def test_the_deadline_ends_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "PREDICT_RETRY_WAITS_S", (0.05,))
+    send = Flaky(10_000, ActorDiedError())
+    with pytest.raises(ActorDiedError):
+        retry_lost_replicas(send, timeout_s=0.3, name="m")
+    assert 2 <= send.sends <= 8
+
+
+def test_other_errors_are_not_retried() -> None:
+    send = Flaky(1, ValueError("bad rows"))
+    with pytest.raises(ValueError):
+        retry_lost_replicas(send, timeout_s=5, name="m")
+    assert send.sends == 1
