@@ -1,13 +1,26 @@
-"""Each benchmark runs end to end at tiny sizes, so none of them can rot. No timing is asserted."""
+"""Each benchmark runs end to end at tiny sizes, so none of them can rot. No timing is
+asserted, so the benchmarks' waits for a quiet machine and a warmed-up standby are skipped."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from benchmarks import bookkeeping, serving, study_overhead
+from benchmarks import bookkeeping, common, serving, study_overhead
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def no_waiting_for_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    def skip(*_: Any, **__: Any) -> None:
+        return None
+
+    monkeypatch.setattr(common, "settle", skip)
+    for module in (bookkeeping, serving, study_overhead):
+        monkeypatch.setattr(module, "wait_for_next_standby", skip)
 
 
 def test_study_overhead_runs(stack: Stack) -> None:
