@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,17 @@ PREDICT_TIMEOUT_S = 30.0
 PREDICT_RETRY_WAITS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 DRIVER_KEEPER_INTERVAL_S = 1.0
 MAX_PREDICT_ROWS = 10_000
+
+
+def check_rows(rows: Sequence[Sequence[float]]) -> None:
+    """Rows of one width and finite values only: a NaN or an infinity would come back as a
+    confident-looking label. (The model checks the width against its own features.)"""
+    width = len(rows[0])
+    for index, row in enumerate(rows):
+        if len(row) != width:
+            raise InvalidSpec.field(f"rows[{index}]", f"has {len(row)} values; rows[0] has {width}")
+        if not all(math.isfinite(value) for value in row):
+            raise InvalidSpec.field(f"rows[{index}]", "holds a NaN or an infinite value")
 
 
 def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name: str) -> Answers:
@@ -208,6 +220,7 @@ class AnnealService:
             raise InvalidSpec.field("rows", "send at least one row")
         if len(rows) > MAX_PREDICT_ROWS:
             raise InvalidSpec.field("rows", f"at most {MAX_PREDICT_ROWS} rows per call")
+        check_rows(rows)
         from ray.exceptions import RayTaskError
 
         try:

@@ -55,6 +55,8 @@ def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack, serve_apps
             client.predict("it-serve", [[1.0, 2.0]])
         with pytest.raises(InvalidSpec, match="rows"):
             client.predict("it-serve", [])
+        with pytest.raises(InvalidSpec, match=r"rows\[1\].*NaN"):
+            client.predict("it-serve", [data.x_test[0].tolist(), [float("nan")] * data.x_test.shape[1]])
 
     url = f"http://127.0.0.1:{stack.settings.serve_http_port}/models/it-serve"
     body = json.dumps({"rows": data.x_test[:3].tolist()}).encode()

@@ -1,4 +1,5 @@
-"""Predict is sent again when its replica was lost, until its deadline; other errors are not retried."""
+"""Predict checks its rows before they reach a replica, and is sent again when its replica
+was lost, until its deadline; other errors are not retried."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pytest
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import ReplicaUnavailableError
 
+from anneal.errors import InvalidSpec
 from cluster import service
-from cluster.service import retry_lost_replicas
+from cluster.service import check_rows, retry_lost_replicas
 
 ANSWER = [(1, [0.0, 1.0])]
 
@@ -53,3 +55,24 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(ValueError):
         retry_lost_replicas(send, timeout_s=5, name="m")
     assert send.sends == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "field", "message"),
+    [
+        ([[1.0, 2.0], [1.0]], "rows[1]", "has 1 values; rows[0] has 2"),
+        ([[1.0, float("nan")]], "rows[0]", "NaN"),
+        ([[1.0, 2.0], [float("inf"), 0.0]], "rows[1]", "infinite"),
+        ([[1.0, 2.0], [float("-inf"), 0.0]], "rows[1]", "infinite"),
+    ],
+    ids=["ragged", "nan", "inf", "minus-inf"],
+)
+def test_predict_refuses_rows_it_cannot_answer_honestly(rows: list[list[float]], field: str, message: str) -> None:
+    with pytest.raises(InvalidSpec) as raised:
+        check_rows(rows)
+    (error,) = raised.value.errors
+    assert error.path == field and message in error.message
+
+
+def test_predict_accepts_finite_rows_of_one_width() -> None:
+    check_rows([[0.0, -1.5], [1e300, 2.0]])
