@@ -71,13 +71,11 @@ class JobLauncher:
             return False
 
     def submit_own_job(self, study_id: str) -> str:
-        job_id = self._submit(f"--study {shlex.quote(study_id)}", job_id_for(study_id), {"anneal.study_id": study_id})
-        with self._lock:
-            self._handed.add(job_id)
-        return job_id
+        return self.submit_restart(study_id, job_id_for(study_id), resume=False)
 
     def submit_restart(self, study_id: str, job_id: str, *, resume: bool) -> str:
-        """A new driver for a study whose driver's job ended with the study still active."""
+        """A job of its own that drives the study: its first, or a new driver for a study whose
+        driver's job ended with the study still active."""
         arguments = f"--study {shlex.quote(study_id)}" + (" --resume" if resume else "")
         self._submit(arguments, job_id, {"anneal.study_id": study_id})
         with self._lock:

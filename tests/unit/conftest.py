@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from anneal.spec import StudySpec
+from cluster.store import Store
 from tests import postgres
 from tests.unit.helpers import EXAMPLE
 
@@ -42,6 +43,14 @@ def minimal_data() -> dict[str, Any]:
 @pytest.fixture
 def example_spec() -> StudySpec:
     return StudySpec.load(EXAMPLE)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A SQLite store of the test's own (the store's contract tests run on every backend)."""
+    store = Store(f"sqlite:///{tmp_path / 'anneal.db'}")
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="session")

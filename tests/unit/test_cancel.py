@@ -3,7 +3,6 @@ stopped; cancelling twice is harmless; a study that ended otherwise cannot be ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ class StoppingJobs:
 
     def stop(self, job_id: str) -> None:
         self.stopped.append(job_id)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'anneal.db'}")
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ stand-in answers for it (the real one is exercised in tests/integration)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,13 +50,6 @@ class RecordingJobs:
 
     def last_words(self, job_id: str) -> str:
         return "FAILED: killed"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'anneal.db'}")
-    yield store
-    store.close()
 
 
 @pytest.fixture
