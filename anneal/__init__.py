@@ -4,7 +4,17 @@ This package is the light client side: it never imports ray, torch or mlflow.
 """
 
 from anneal.client import Client
-from anneal.errors import AnnealError, Conflict, FailedPrecondition, Internal, InvalidSpec, NotFound, Unavailable
+from anneal.errors import (
+    AnnealError,
+    Conflict,
+    FailedPrecondition,
+    Internal,
+    InvalidSpec,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from anneal.spec import StudySpec
 from anneal.types import Deployment, Prediction, Study, StudyEvent, StudyState, Trial, TrialState
 
@@ -18,11 +28,13 @@ __all__ = [
     "InvalidSpec",
     "NotFound",
     "Prediction",
+    "ResourceExhausted",
     "Study",
     "StudyEvent",
     "StudySpec",
     "StudyState",
     "Trial",
     "TrialState",
+    "Unauthenticated",
     "Unavailable",
 ]

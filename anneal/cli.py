@@ -29,7 +29,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(_settings(args).grpc_address)
+    return Client.from_settings(_settings(args))
 
 
 # ---------------------------------------------------------------- cluster
@@ -38,7 +38,9 @@ def _client(args: argparse.Namespace) -> Client:
 def cmd_up(args: argparse.Namespace) -> int:
     from cluster.local import up
 
-    settings = Settings.load(home=args.home, grpc_address=args.address, num_cpus=args.num_cpus)
+    settings = Settings.load(
+        home=args.home, grpc_address=args.address, num_cpus=args.num_cpus, insecure=args.insecure or None
+    )
     cluster = up(settings, log=console.print)
     out.print(
         f"anneal is up: gRPC {cluster.grpc_address}, Ray dashboard {cluster.ray_dashboard_url}, "
@@ -57,14 +59,34 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from cluster.server import serve_forever
 
-    settings = Settings.load(home=args.home, grpc_address=args.address, reflection=args.reflection or None)
+    settings = Settings.load(
+        home=args.home, grpc_address=args.address, reflection=args.reflection or None, insecure=args.insecure or None
+    )
     serve_forever(settings)
+    return 0
+
+
+def cmd_token_add(args: argparse.Namespace) -> int:
+    """Adds a principal to the tokens file and prints its new token, the one time it is shown."""
+    from cluster.auth import add_principal, tokens_path
+
+    path = tokens_path(_settings(args))
+    token = add_principal(
+        path,
+        args.name,
+        admin=args.admin,
+        max_concurrent_studies=args.max_concurrent_studies,
+        max_concurrent_trials=args.max_concurrent_trials,
+    )
+    console.print(f"principal {args.name} is in {path} (restart the server to take it up); its token:")
+    out.print(token)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The study driver: `anneal run --study ID` or `--standby JOB_ID` (jobs the server submits),
     or `anneal run spec.yaml`."""
+    from cluster.auth import LOCAL_PRINCIPAL
     from cluster.driver import prepare_driver, run_study, wait_for_assignment
     from cluster.store import Store
     from cluster.writer import TrialWriter
@@ -84,8 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         study_id = args.study
     else:
         spec = StudySpec.load(args.spec)
-        check_spec(spec, allow_import_paths=True)
-        study_id = Store(settings.store_url).create_study(spec).study_id
+        check_spec(spec, allow_import_paths=True, data_roots=settings.data_roots)
+        study_id = Store(settings.store_url).create_study(spec, owner=LOCAL_PRINCIPAL).study_id
         console.print(f"study {study_id} recorded in {settings.store_url}")
     study = run_study(
         settings, study_id, allow_import_paths=True, writer=writer, resume=bool(args.resume and args.study)
@@ -215,6 +237,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
+INSECURE_HELP = "allow a non-loopback address without TLS and configured tokens (logs a warning)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anneal", description="Distributed training and hyperparameter tuning.")
@@ -230,9 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("up", cmd_up, "start a local Ray cluster and the anneal server")
     sub.add_argument("--num-cpus", type=int, help="CPUs the Ray head offers (default: all)")
+    sub.add_argument("--insecure", action="store_true", help=INSECURE_HELP)
     command("down", cmd_down, "stop what `anneal up` started")
     sub = command("serve", cmd_serve, "run the gRPC server in the foreground")
     sub.add_argument("--reflection", action="store_true", help="serve gRPC reflection")
+    sub.add_argument("--insecure", action="store_true", help=INSECURE_HELP)
+    sub = command("token", cmd_token_add, "add a principal to the tokens file and print its token")
+    sub.add_argument("action", choices=["add"])
+    sub.add_argument("name", help="the principal's name (lower case, digits, dashes)")
+    sub.add_argument("--admin", action="store_true", help="sees and acts on every principal's studies")
+    sub.add_argument("--max-concurrent-studies", type=int, help="own quota (default: the server's)")
+    sub.add_argument("--max-concurrent-trials", type=int, help="own quota (default: the server's)")
     sub = command("submit", cmd_submit, "submit a study spec (YAML)")
     sub.add_argument("spec")
     sub.add_argument("--watch", action="store_true", help="follow the study until it ends")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
 from anneal import convert
 from anneal.errors import AnnealError, error_from_status
+from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, Prediction, Study, StudyEvent
 from anneal.v1 import anneal_pb2 as pb
@@ -25,14 +27,64 @@ def _call(fn: Callable[[], T]) -> T:
         raise error_from_status(error.code(), error.details() or "") from None
 
 
-class Client:
-    """`Client("127.0.0.1:50051")`; every method returns domain types and raises AnnealError subclasses."""
+DEV_TOKEN_FILE = "dev-token"  # written by a server that has no tokens configured (cluster.auth)
 
-    def __init__(self, address: str = "127.0.0.1:50051", *, timeout_s: float = 60.0) -> None:
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise AnnealError(f"cannot read {path}: {error.strerror}") from None
+
+
+class Client:
+    """`Client("127.0.0.1:50051", token=...)`; every method returns domain types and raises
+    AnnealError subclasses. With `ca_file` the channel is TLS (verifying the server with that
+    CA); `cert_file` and `key_file` add this client's certificate, for mutual TLS."""
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        token: str = "",
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
+        timeout_s: float = 60.0,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if ca_file or cert_file:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(ca_file) if ca_file else None,
+                private_key=_read(key_file) if key_file else None,
+                certificate_chain=_read(cert_file) if cert_file else None,
+            )
+            self._channel = grpc.secure_channel(address, credentials)
+        else:
+            self._channel = grpc.insecure_channel(address)
         self._stub = AnnealServiceStub(self._channel)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: float) -> Client:
+        """A client as settings say: address, TLS files, and the token (`token`, else the
+        development token a local server keeps under home)."""
+        token = settings.token
+        dev_token = settings.home / DEV_TOKEN_FILE
+        if not token and dev_token.exists():
+            token = dev_token.read_text().strip()
+        return cls(
+            settings.grpc_address,
+            token=token,
+            ca_file=settings.tls_ca_file,
+            cert_file=settings.tls_cert_file,
+            key_file=settings.tls_key_file,
+            **changes,
+        )
+
+    def _unary(self, method: Callable[..., T], request: object, timeout_s: float | None = None) -> T:
+        return _call(lambda: method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata))
 
     def close(self) -> None:
         self._channel.close()
@@ -53,20 +105,20 @@ class Client:
 
     def create_study(self, spec: StudySpec) -> Study:
         request = pb.CreateStudyRequest(spec=convert.spec_to_pb(spec))
-        return convert.study_from_pb(_call(lambda: self._stub.CreateStudy(request, timeout=self.timeout_s)))
+        return convert.study_from_pb(self._unary(self._stub.CreateStudy, request))
 
     def get_study(self, study_id: str) -> Study:
         request = pb.GetStudyRequest(study_id=study_id)
-        return convert.study_from_pb(_call(lambda: self._stub.GetStudy(request, timeout=self.timeout_s)))
+        return convert.study_from_pb(self._unary(self._stub.GetStudy, request))
 
     def list_studies(self) -> list[Study]:
-        response = _call(lambda: self._stub.ListStudies(pb.ListStudiesRequest(), timeout=self.timeout_s))
+        response = self._unary(self._stub.ListStudies, pb.ListStudiesRequest())
         return [convert.study_from_pb(s) for s in response.studies]
 
     def watch_study(self, study_id: str, after_sequence: int = 0) -> Iterator[StudyEvent]:
         """Yields the study's events, from the first (or after `after_sequence`) until it ends."""
         request = pb.WatchStudyRequest(study_id=study_id, after_sequence=after_sequence)
-        stream = self._stub.WatchStudy(request)
+        stream = self._stub.WatchStudy(request, metadata=self._metadata)
         try:
             for message in stream:
                 yield convert.event_from_pb(message)
@@ -88,20 +140,20 @@ class Client:
 
     def cancel_study(self, study_id: str) -> Study:
         request = pb.CancelStudyRequest(study_id=study_id)
-        return convert.study_from_pb(_call(lambda: self._stub.CancelStudy(request, timeout=self.timeout_s)))
+        return convert.study_from_pb(self._unary(self._stub.CancelStudy, request))
 
     # ------------------------------------------------------------ serving
 
     def deploy(self, study_id: str, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
         """Serves the study's best model; 0 keeps the study's deploy settings."""
         request = pb.DeployRequest(study_id=study_id, replicas=replicas, max_batch_size=max_batch_size)
-        return convert.deployment_from_pb(_call(lambda: self._stub.Deploy(request, timeout=max(self.timeout_s, 300))))
+        return convert.deployment_from_pb(self._unary(self._stub.Deploy, request, timeout_s=max(self.timeout_s, 300)))
 
     def get_deployment(self, name: str) -> Deployment:
         request = pb.GetDeploymentRequest(name=name)
-        return convert.deployment_from_pb(_call(lambda: self._stub.GetDeployment(request, timeout=self.timeout_s)))
+        return convert.deployment_from_pb(self._unary(self._stub.GetDeployment, request))
 
     def predict(self, deployment: str, rows: Sequence[Sequence[float]]) -> list[Prediction]:
         request = pb.PredictRequest(deployment=deployment, rows=[pb.Row(values=list(map(float, r))) for r in rows])
-        response = _call(lambda: self._stub.Predict(request, timeout=self.timeout_s))
+        response = self._unary(self._stub.Predict, request)
         return [convert.prediction_from_pb(p) for p in response.predictions]

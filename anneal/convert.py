@@ -63,8 +63,12 @@ def time_to_pb(moment: datetime) -> Timestamp:
     return stamp
 
 
-def time_from_pb(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=timezone.utc)
+def time_from_pb(stamp: Timestamp, path: str = "time") -> datetime:
+    """The moment; a timestamp outside years 1 to 9999 (or with nanos out of range) is refused."""
+    try:
+        return stamp.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as error:
+        raise InvalidSpec.field(path, f"is not a valid time: {error}") from None
 
 
 # ------------------------------------------------------------------ enums
@@ -94,6 +98,18 @@ _STUDY_STATE_FROM_PB = _invert(_STUDY_STATE_TO_PB)
 _TRIAL_STATE_FROM_PB = _invert(_TRIAL_STATE_TO_PB)
 _EVENT_KIND_FROM_PB = _invert(_EVENT_KIND_TO_PB)
 _DEPLOYMENT_STATE_FROM_PB = _invert(_DEPLOYMENT_STATE_TO_PB)
+
+
+def _required_enum_from_pb(table: Mapping[int, Any], number: int, path: str) -> Any:
+    """A state or kind every message of its type carries: UNSPECIFIED, or a number this
+    version does not know (a newer peer's), is refused naming the field."""
+    if number not in table:
+        raise InvalidSpec.field(path, f"unknown value {number}")
+    return table[number]
+
+
+def _field_path(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def _enum_from_pb(table: Mapping[int, Any], number: int) -> Any:
@@ -160,6 +176,7 @@ def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
         data["dataset"] = {
             "name": message.dataset.name,
             **_optional_fields(message.dataset, ("validation_fraction", "test_fraction", "split_seed")),
+            **({"path": message.dataset.path} if message.dataset.path else {}),
         }
     if message.HasField("objective"):
         data["objective"] = {"metric": message.objective.metric}
@@ -210,10 +227,11 @@ def trial_to_pb(trial: Trial) -> pb.Trial:
     return message
 
 
-def trial_from_pb(message: pb.Trial) -> Trial:
+def trial_from_pb(message: pb.Trial, path: str = "") -> Trial:
+    """The trial; `path` names it inside its parent message in errors (e.g. `trials[2]`)."""
     return Trial(
         trial_id=message.trial_id,
-        state=_TRIAL_STATE_FROM_PB[message.state],
+        state=_required_enum_from_pb(_TRIAL_STATE_FROM_PB, message.state, _field_path(path, "state")),
         config=scalars_from_pb(message.config),
         metrics=dict(message.metrics),
         epochs=message.epochs,
@@ -240,6 +258,7 @@ def study_to_pb(study: Study) -> pb.Study:
         error=study.error,
         model_uri=study.model_uri,
         driver_restarts=study.driver_restarts,
+        owner=study.owner,
     )
     if study.best_trial is not None:
         message.best_trial.CopyFrom(trial_to_pb(study.best_trial))
@@ -251,12 +270,12 @@ def study_from_pb(message: pb.Study) -> Study:
         study_id=message.study_id,
         name=message.name,
         spec=spec_from_pb(message.spec),
-        state=_STUDY_STATE_FROM_PB[message.state],
+        state=_required_enum_from_pb(_STUDY_STATE_FROM_PB, message.state, "state"),
         ray_job_id=message.ray_job_id,
-        created_at=time_from_pb(message.created_at),
-        updated_at=time_from_pb(message.updated_at),
-        trials=[trial_from_pb(t) for t in message.trials],
-        best_trial=trial_from_pb(message.best_trial) if message.HasField("best_trial") else None,
+        created_at=time_from_pb(message.created_at, "created_at"),
+        updated_at=time_from_pb(message.updated_at, "updated_at"),
+        trials=[trial_from_pb(t, f"trials[{i}]") for i, t in enumerate(message.trials)],
+        best_trial=trial_from_pb(message.best_trial, "best_trial") if message.HasField("best_trial") else None,
         best_test_metrics=dict(message.best_test_metrics),
         mlflow_experiment_id=message.mlflow_experiment_id,
         mlflow_run_id=message.mlflow_run_id,
@@ -265,6 +284,7 @@ def study_from_pb(message: pb.Study) -> Study:
         error=message.error,
         model_uri=message.model_uri,
         driver_restarts=message.driver_restarts,
+        owner=message.owner,
     )
 
 
@@ -287,9 +307,9 @@ def event_from_pb(message: pb.StudyEvent) -> StudyEvent:
     return StudyEvent(
         sequence=message.sequence,
         study_id=message.study_id,
-        kind=_EVENT_KIND_FROM_PB[message.kind],
+        kind=_required_enum_from_pb(_EVENT_KIND_FROM_PB, message.kind, "kind"),
         time=time_from_pb(message.time),
-        trial=trial_from_pb(message.trial) if message.HasField("trial") else None,
+        trial=trial_from_pb(message.trial, "trial") if message.HasField("trial") else None,
         study_state=_STUDY_STATE_FROM_PB.get(message.study_state),
         message=message.message,
     )
@@ -306,6 +326,7 @@ def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
         updated_at=time_to_pb(deployment.updated_at),
         error=deployment.error,
         max_batch_size=deployment.max_batch_size,
+        owner=deployment.owner,
     )
 
 
@@ -313,13 +334,14 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
     return Deployment(
         name=message.name,
         study_id=message.study_id,
-        state=_DEPLOYMENT_STATE_FROM_PB[message.state],
+        state=_required_enum_from_pb(_DEPLOYMENT_STATE_FROM_PB, message.state, "state"),
         replicas=message.replicas,
         route=message.route,
         model_uri=message.model_uri,
-        updated_at=time_from_pb(message.updated_at),
+        updated_at=time_from_pb(message.updated_at, "updated_at"),
         error=message.error,
         max_batch_size=message.max_batch_size,
+        owner=message.owner,
     )
 
 

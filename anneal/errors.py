@@ -65,6 +65,18 @@ class Unavailable(AnnealError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unauthenticated(AnnealError):
+    """No valid bearer token came with the call."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(AnnealError):
+    """A quota or limit of the caller is used up: a study, trial or stream too many."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Internal(AnnealError):
     """An unexpected failure on the server; the message carries an id to find its log."""
 
@@ -72,7 +84,17 @@ class Internal(AnnealError):
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AnnealError]] = {
-    cls.code: cls for cls in (InvalidSpec, NotFound, Conflict, FailedPrecondition, Unavailable, Internal)
+    cls.code: cls
+    for cls in (
+        InvalidSpec,
+        NotFound,
+        Conflict,
+        FailedPrecondition,
+        Unavailable,
+        Unauthenticated,
+        ResourceExhausted,
+        Internal,
+    )
 }
 
 

@@ -50,6 +50,50 @@ class Settings(BaseSettings):
         "first, with torch and the trainers imported, so trials skip a worker's start-up; 0 turns it off.",
     )
 
+    # -- access (SECURITY.md)
+    tokens_file: str = Field(
+        "",
+        description="JSON file of principals with the SHA-256 of their tokens (`anneal token add` writes it); "
+        "default home/tokens.json when it exists. With neither it nor `tokens`, the server makes a local "
+        "development token (home/dev-token, mode 0600) for one admin principal, and listens on loopback only.",
+    )
+    tokens: str = Field("", description="More principals, as the JSON the tokens file holds (ANNEAL_TOKENS).")
+    token: str = Field("", description="The bearer token a client sends; default home/dev-token when it exists.")
+    tls_cert_file: str = Field("", description="This side's certificate chain (PEM): the server's, or a client's.")
+    tls_key_file: str = Field("", description="The private key (PEM) of tls_cert_file.")
+    tls_ca_file: str = Field(
+        "",
+        description="CA certificates (PEM) that verify the other side. On a client: the server's CA. On the "
+        "server: setting it requires every client to present a certificate it signed (mutual TLS).",
+    )
+    insecure: bool = Field(
+        False,
+        description="Let the server listen on a non-loopback address without TLS and configured tokens "
+        "(it logs a warning). Never needed on loopback.",
+    )
+    data_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories a spec's dataset.path may read from (JSON list in ANNEAL_DATA_ROOTS); "
+        "default [home/data].",
+    )
+    # -- limits, each answered with INVALID_ARGUMENT or RESOURCE_EXHAUSTED and a message
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest gRPC request the server reads.")
+    max_spec_bytes: int = Field(64 * 1024, ge=1024, description="Largest study spec, in its wire encoding.")
+    max_search_space_params: int = Field(32, ge=1, description="Most parameters one search space tunes.")
+    max_categorical_choices: int = Field(256, ge=2, description="Most choices of one categorical parameter.")
+    max_trials: int = Field(10_000, ge=1, description="Largest budget.max_trials of one study.")
+    max_predict_rows: int = Field(10_000, ge=1, description="Most rows in one Predict call.")
+    max_watch_streams: int = Field(8, ge=1, description="Open WatchStudy streams per principal.")
+    max_concurrent_studies: int = Field(
+        8, ge=0, description="Default quota: pending or running studies per principal (a principal may set its own)."
+    )
+    max_concurrent_trials: int = Field(
+        32,
+        ge=0,
+        description="Default quota: the sum of budget.max_concurrent_trials over a principal's pending or "
+        "running studies (a principal may set its own).",
+    )
+
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Environment, then the running cluster's file, then explicit overrides (flags)."""
@@ -72,13 +116,20 @@ class Settings(BaseSettings):
                 "mlflow_tracking_uri": self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}",
                 "mlflow_artifact_root": self.mlflow_artifact_root or str(home / "mlartifacts"),
                 "tune_storage": self.tune_storage or str(home / "experiments"),
+                "data_roots": self.data_roots or [str(home / "data")],
             }
         )
 
-    def to_env(self) -> dict[str, str]:
-        """The settings as `ANNEAL_*` variables, to hand to a Ray job or a child process."""
-        values = self.model_dump(mode="json")
-        return {
-            f"ANNEAL_{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
-            for key, value in values.items()
-        }
+    def to_env(self, *, secrets: bool = False) -> dict[str, str]:
+        """The settings as `ANNEAL_*` variables, to hand to a child process; without `secrets`
+        (a Ray job, whose environment the Jobs API shows), the client token stays out."""
+        values = self.model_dump(mode="json", exclude=None if secrets else {"token"})
+        return {f"ANNEAL_{key.upper()}": _env_value(value) for key, value in values.items()}
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)

@@ -119,6 +119,12 @@ class DatasetSpec(_Spec):
         0.2, ge=0, lt=1, description="Share of rows held out from tuning to score the final model."
     )
     split_seed: int = Field(0, description="Seed of the shuffle that makes the splits.")
+    path: str = Field(
+        "",
+        max_length=1024,
+        description="A CSV file (a header line, numeric features, the integer label last) under one of the "
+        "server's data roots, relative to a root or absolute; empty reads the bundled dataset `name`.",
+    )
 
     @model_validator(mode="after")
     def _leave_training_rows(self) -> DatasetSpec:

@@ -96,6 +96,7 @@ class Study(_Result):
     error: str = ""
     model_uri: str = ""
     driver_restarts: int = 0  # times the server started the study's driver again after it died
+    owner: str = ""  # the principal that created it
 
 
 class StudyEvent(_Result):
@@ -118,6 +119,7 @@ class Deployment(_Result):
     updated_at: datetime
     error: str = ""
     max_batch_size: int = 1
+    owner: str = ""  # the principal that deployed it; names are unique per owner
 
 
 class Prediction(_Result):

@@ -16,7 +16,7 @@ import statistics
 import time
 from typing import Any
 
-from anneal import Client, StudySpec, StudyState
+from anneal import StudySpec, StudyState
 from benchmarks.common import Stack, alternate, console, local_stack, show, summary, wait_for_next_standby, write
 
 SPACE = {"x": (-1.0, 1.0), "y": (-1.0, 1.0)}
@@ -102,7 +102,7 @@ def anneal_study(trials: int, stack: Stack, startup: list[float]) -> float:
 
     from anneal.types import EventKind
 
-    with Client(stack.address) as client:
+    with stack.client() as client:
         began = time.time()
         created = client.create_study(spec(trials))
         # Watched as `anneal submit --watch` does: events arrive as they happen, without polling.

@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from anneal.client import Client
 from anneal.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,6 +130,10 @@ def write(name: str, payload: dict[str, Any]) -> Path:
 class Stack:
     settings: Settings
     address: str
+
+    def client(self) -> Client:
+        """A client with the development token the local server made under home."""
+        return Client.from_settings(self.settings.model_copy(update={"grpc_address": self.address}))
 
 
 @contextmanager

@@ -73,17 +73,18 @@ def latency_paths(client: Client, stack: Stack, row: list[float], model_uri: str
     import ray
     from ray import serve
 
-    from cluster.serving import load_from_mlflow
+    from cluster.serving import app_name, load_from_mlflow
 
     if not ray.is_initialized():
         ray.init(address=stack.settings.ray_address, log_to_driver=False)
-    handle = serve.get_app_handle(NAME)
+    deployment = client.get_deployment(NAME)
+    handle = serve.get_app_handle(app_name(deployment.owner, NAME))
     model = load_from_mlflow(model_uri, stack.settings.mlflow_tracking_uri)
     connection = http.client.HTTPConnection("127.0.0.1", stack.settings.serve_http_port, timeout=30)
     body = json.dumps({"rows": [row]})
 
     def over_http() -> None:
-        connection.request("POST", f"/models/{NAME}", body, {"Content-Type": "application/json"})
+        connection.request("POST", deployment.route, body, {"Content-Type": "application/json"})
         assert connection.getresponse().read()
 
     return {
@@ -94,13 +95,13 @@ def latency_paths(client: Client, stack: Stack, row: list[float], model_uri: str
     }
 
 
-def throughput(address: str, row: list[float], clients: int, seconds: float) -> tuple[float, float]:
+def throughput(stack: Stack, row: list[float], clients: int, seconds: float) -> tuple[float, float]:
     """(requests/s, p99 latency in s) of one-row Predict calls from `clients` threads."""
     stop = time.perf_counter() + seconds
     latencies: list[list[float]] = [[] for _ in range(clients)]
 
     def work(mine: list[float]) -> None:
-        with Client(address) as client:
+        with stack.client() as client:
             while time.perf_counter() < stop:
                 began = time.perf_counter()
                 client.predict(NAME, [row])
@@ -122,7 +123,7 @@ def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: l
 
     data = load_splits("digits", 0.2, 0.2, 0)
     row = data.x_test[0].tolist()
-    with Client(stack.address) as client:
+    with stack.client() as client:
         study_id, to_deploy = deploy_and_time(client)
         study = client.get_study(study_id)
         wait_for_next_standby(stack, study.ray_job_id)
@@ -137,12 +138,13 @@ def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: l
             name: {"p50_ms": percentile(v, 50) * 1000, "p99_ms": percentile(v, 99) * 1000, "n": len(v)}
             for name, v in samples.items()
         }
+        owner = client.get_deployment(NAME).owner
         rates: dict[str, dict[int, dict[str, float]]] = {}
         for label, batch in (("batching off", 1), ("batching on", 32)):
             client.deploy(study_id, max_batch_size=batch)
             rates[label] = {}
             for clients in concurrency:
-                runs = [throughput(stack.address, row, clients, seconds) for _ in range(rounds)]
+                runs = [throughput(stack, row, clients, seconds) for _ in range(rounds)]
                 rates[label][clients] = {
                     "requests_per_s": summary([r for r, _ in runs])["median"],
                     "spread": summary([r for r, _ in runs])["spread"],
@@ -150,7 +152,9 @@ def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: l
                 }
     from ray import serve
 
-    serve.delete(NAME)  # its replica's CPU goes back to the studies that follow
+    from cluster.serving import app_name
+
+    serve.delete(app_name(owner, NAME))  # its replica's CPU goes back to the studies that follow
     show(
         "Serving latency, one-row requests",
         ["path", "p50 ms", "p99 ms"],

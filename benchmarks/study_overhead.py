@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from anneal import Client, StudySpec, StudyState
+from anneal import StudySpec, StudyState
 from anneal.types import EventKind
 from benchmarks.common import Stack, alternate, console, local_stack, show, summary, wait_for_next_standby, write
 
@@ -163,7 +163,7 @@ def anneal_end_to_end(spec: StudySpec, stack: Stack) -> float:
     """Client.create_study -> SUCCEEDED, with every trial checked in the store and MLflow."""
     from mlflow.tracking import MlflowClient
 
-    with Client(stack.address) as client:
+    with stack.client() as client:
         start = time.perf_counter()
         study = client.create_study(spec)
         # Watched as `anneal submit --watch` does: the end arrives as an event, without polling.

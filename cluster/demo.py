@@ -27,7 +27,7 @@ def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Cons
     started = time.monotonic()
     cluster = up(settings, log=console.print)
     try:
-        with Client(cluster.grpc_address) as client:
+        with Client.from_settings(settings.model_copy(update={"grpc_address": cluster.grpc_address})) as client:
             client.wait_until_ready()
             study = client.create_study(spec)
             console.print(f"submitted study {study.study_id} as Ray job {study.ray_job_id}")

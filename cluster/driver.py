@@ -14,6 +14,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from anneal.spec import StudySpec
 from anneal.types import Study, StudyState
 from cluster.recording import TrialRecorder, trial_config
 from cluster.resume import plan_resume, snapshot_trial_ids
-from cluster.serving import LoadedModel, write_model_package
+from cluster.serving import LoadedModel, app_name, write_model_package
 from cluster.store import Store
 from cluster.tracking import MlflowTracker
 from cluster.trial import ADOPTED_AS, load_checkpoint_state
@@ -33,7 +34,7 @@ from cluster.tuning import build_tuner, planned_epochs, restore_tuner
 from cluster.warm import prestart_trial_workers
 from cluster.writer import TrialWriter
 from trainers.contract import TrainerInfo
-from trainers.datasets import load_splits
+from trainers.datasets import load_dataset
 from trainers.registry import check_spec
 
 log = logging.getLogger("anneal.driver")
@@ -133,7 +134,7 @@ def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writ
     store = Store(settings.store_url)
     study = store.get_study(study_id)
     spec = study.spec
-    info = check_spec(spec, allow_import_paths=allow_import_paths)
+    info = check_spec(spec, allow_import_paths=allow_import_paths, data_roots=settings.data_roots)
     tracker = MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
     resumed: Study | None = None
     if resume and study.state is StudyState.RUNNING and study.mlflow_run_id:
@@ -183,7 +184,12 @@ def _tune_and_finish(
     recorder = TrialRecorder(writer, spec.params, planned_epochs(spec, info) or 0)
     if resumed is None:
         tuner = build_tuner(
-            spec, info, experiment_name=study_id, storage_path=settings.tune_storage, callbacks=[recorder]
+            spec,
+            info,
+            experiment_name=study_id,
+            storage_path=settings.tune_storage,
+            callbacks=[recorder],
+            data_roots=settings.data_roots,
         )
     else:
         tuner = _resumed_tuner(settings, writer, recorder, resumed, info)
@@ -213,7 +219,8 @@ def _tune_and_finish(
     best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
     best_id = str((best.config or {}).get(ADOPTED_AS) or (best.metrics or {})["trial_id"])
     config = {**spec.params, **trial_config(best.config or {})}
-    finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint)
+    model_name = app_name(store.get_study(study_id).owner, spec.name)  # registered models are per owner too
+    finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint, model_name, settings.data_roots)
     store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, best_trial_id=best_id, **finish)
     tracker.end_run(tracker.parent_run_id, "FINISHED")
     log.info("study %s succeeded: best trial %s, %s", study_id, best_id, finish["best_test_metrics"])
@@ -241,8 +248,11 @@ def _resumed_tuner(
             callbacks=[recorder],
             carried=plan.carried,
             adoptions=plan.adoptions,
+            data_roots=settings.data_roots,
         )
-    tuner, callbacks = restore_tuner(study.spec, info, experiment_dir, plan.carried, plan.adoptions)
+    tuner, callbacks = restore_tuner(
+        study.spec, info, experiment_dir, plan.carried, plan.adoptions, data_roots=settings.data_roots
+    )
     restored = [callback for callback in callbacks if isinstance(callback, TrialRecorder)]
     if len(restored) != 1:
         raise RuntimeError(f"Tune's snapshot of {study.study_id} holds {len(restored)} trial recorders, not one")
@@ -251,23 +261,29 @@ def _resumed_tuner(
 
 
 def _package_best(
-    spec: StudySpec, info: TrainerInfo, tracker: MlflowTracker, trial_id: str, config: dict[str, Any], checkpoint: Any
+    spec: StudySpec,
+    info: TrainerInfo,
+    tracker: MlflowTracker,
+    trial_id: str,
+    config: dict[str, Any],
+    checkpoint: Any,
+    model_name: str,
+    data_roots: Sequence[str],
 ) -> dict[str, Any]:
     """Writes the best model package, scores it on the held-out rows, logs and registers it."""
     trainer = info.load()
     weights = trainer.model_state(load_checkpoint_state(checkpoint))
-    d = spec.dataset
-    data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+    data = load_dataset(spec.dataset, data_roots)
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
         package = Path(directory)
         write_model_package(package, spec.trainer, config, data.shape, weights)
         test_metrics = score(LoadedModel(package), data.x_test, data.y_test)
         model_uri = tracker.log_best(trial_id, package, test_metrics)
-    version = tracker.register(spec.name, model_uri)
+    version = tracker.register(model_name, model_uri)
     return {
         "best_test_metrics": test_metrics,
         "model_uri": model_uri,
-        "registered_model": spec.name,
+        "registered_model": model_name,
         "registered_model_version": version,
     }
 

@@ -83,7 +83,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the processes `up` starts: the venv first on PATH, settings, Ray token auth."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.update(settings.to_env())
+    env.update(settings.to_env(secrets=True))
     env["RAY_AUTH_MODE"] = "token"
     env.update(NO_TELEMETRY_ENV)
     return env
@@ -132,6 +132,9 @@ def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalClus
         return existing
     if existing:
         down(settings, log=log)
+    from cluster.auth import server_security
+
+    server_security(settings)  # an address the server would refuse fails here, before Ray starts
     cluster, configured, dashboard_port = plan_cluster(settings)
     cluster.ray_pid = start_ray(configured, cluster, dashboard_port, log)
     _write(home, cluster)
@@ -139,7 +142,11 @@ def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalClus
     server = [sys.executable, "-m", "anneal", "serve", "--reflection"]
     cluster.server_pid = _spawn(server, child_env(configured), home / "logs" / "server.log")
     _write(home, cluster)
-    _wait_for_health(cluster.grpc_address, cluster.server_pid, home / "logs" / "server.log")
+    log_path = home / "logs" / "server.log"
+    if settings.tls_cert_file:  # the health check would need the server's CA and a client certificate
+        _wait_for_port(cluster.grpc_address, cluster.server_pid, log_path)
+    else:
+        _wait_for_health(cluster.grpc_address, cluster.server_pid, log_path)
     return cluster
 
 
@@ -274,6 +281,22 @@ def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the anneal server did not answer within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.5)
+
+
+def _wait_for_port(address: str, pid: int, log_path: Path) -> None:
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if not group_alive(pid):
+            raise RuntimeError(f"the anneal server exited during start-up; see {log_path}")
+        try:
+            socket.create_connection((host.strip("[]") or LOOPBACK, int(port)), timeout=2).close()
+            return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the anneal server did not listen within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.5)
 
 
 def down(settings: Settings, *, log: Callable[[str], object] = print) -> None:

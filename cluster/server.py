@@ -21,22 +21,36 @@ from anneal.settings import Settings
 from anneal.types import EventKind
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1 import anneal_pb2_grpc as pb_grpc
-from cluster.service import AnnealService
+from cluster.auth import ServerSecurity, TokenInterceptor, principal_of, server_security
+from cluster.service import AnnealService, check_spec_size
 
 log = logging.getLogger("anneal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AnnealService"].full_name
-MAX_WORKERS = 32
+MAX_WORKERS = 64
+# Status messages go percent-encoded in a header (8 KiB soft limit): up to three bytes each.
+MAX_MESSAGE_BYTES = 2048
+# Calls past this many at once are answered RESOURCE_EXHAUSTED at once, not queued without end.
+MAX_CONCURRENT_RPCS = 256
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _abort(context: grpc.ServicerContext, error: Exception) -> None:
     """The one mapping from exceptions to status codes."""
     if isinstance(error, AnnealError):
-        context.abort(error.code, str(error))
+        context.abort(error.code, _fitting(str(error)))
     incident = uuid.uuid4().hex[:12]
     log.error("internal error %s", incident, exc_info=error)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log")
+
+
+def _fitting(message: str) -> str:
+    """The message cut to fit a status header: messages echo what the caller sent, and a
+    header over gRPC's metadata limit would reach the caller as RESOURCE_EXHAUSTED instead."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    return encoded[:MAX_MESSAGE_BYTES].decode(errors="ignore") + " …"
 
 
 def mapped(method: F) -> F:
@@ -57,15 +71,18 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
 
     @mapped
     def CreateStudy(self, request: pb.CreateStudyRequest, context: grpc.ServicerContext) -> pb.Study:
-        return convert.study_to_pb(self.service.create_study(convert.spec_from_pb(request.spec)))
+        check_spec_size(request.spec.ByteSize(), self.service.settings)
+        spec = convert.spec_from_pb(request.spec)
+        return convert.study_to_pb(self.service.create_study(spec, principal_of(context)))
 
     @mapped
     def GetStudy(self, request: pb.GetStudyRequest, context: grpc.ServicerContext) -> pb.Study:
-        return convert.study_to_pb(self.service.get_study(request.study_id))
+        return convert.study_to_pb(self.service.get_study(request.study_id, principal_of(context)))
 
     @mapped
     def ListStudies(self, request: pb.ListStudiesRequest, context: grpc.ServicerContext) -> pb.ListStudiesResponse:
-        return pb.ListStudiesResponse(studies=[convert.study_to_pb(s) for s in self.service.list_studies()])
+        studies = self.service.list_studies(principal_of(context))
+        return pb.ListStudiesResponse(studies=[convert.study_to_pb(s) for s in studies])
 
     def WatchStudy(self, request: pb.WatchStudyRequest, context: grpc.ServicerContext) -> Iterator[pb.StudyEvent]:
         gone = threading.Event()
@@ -76,7 +93,9 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
 
         ended = False
         try:
-            for event in self.service.watch_study(request.study_id, request.after_sequence, stopped=stopped):
+            principal = principal_of(context)
+            events = self.service.watch_study(request.study_id, principal, request.after_sequence, stopped=stopped)
+            for event in events:
                 ended = event.kind is EventKind.STUDY_ENDED
                 yield convert.event_to_pb(event)
         except Exception as error:
@@ -86,21 +105,22 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
 
     @mapped
     def CancelStudy(self, request: pb.CancelStudyRequest, context: grpc.ServicerContext) -> pb.Study:
-        return convert.study_to_pb(self.service.cancel_study(request.study_id))
+        return convert.study_to_pb(self.service.cancel_study(request.study_id, principal_of(context)))
 
     @mapped
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.Deployment:
-        deployment = self.service.deploy(request.study_id, request.replicas, request.max_batch_size)
+        principal = principal_of(context)
+        deployment = self.service.deploy(request.study_id, principal, request.replicas, request.max_batch_size)
         return convert.deployment_to_pb(deployment)
 
     @mapped
     def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
-        return convert.deployment_to_pb(self.service.get_deployment(request.name))
+        return convert.deployment_to_pb(self.service.get_deployment(request.name, principal_of(context)))
 
     @mapped
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         rows = [list(row.values) for row in request.rows]
-        predictions = self.service.predict(request.deployment, rows)
+        predictions = self.service.predict(request.deployment, rows, principal_of(context))
         return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])
 
 
@@ -121,17 +141,28 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
-def start_server(service: AnnealService, address: str, *, reflection_on: bool = False) -> RunningServer:
-    """Starts serving on `address` (port 0 picks a free one) and returns at once."""
+def start_server(
+    service: AnnealService, address: str, security: ServerSecurity, *, reflection_on: bool = False
+) -> RunningServer:
+    """Starts serving on `address` (port 0 picks a free one) and returns at once. Every call but
+    the health service's needs a token of `security`; with its credentials, over TLS."""
     stopping = threading.Event()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="anneal-rpc"))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="anneal-rpc"),
+        interceptors=[TokenInterceptor(security.tokens)],
+        options=[("grpc.max_receive_message_length", service.settings.max_request_bytes)],
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
     pb_grpc.add_AnnealServiceServicer_to_server(AnnealServicer(service, stopping), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflection_on:
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    if security.credentials is not None:
+        port = server.add_secure_port(address, security.credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
@@ -164,9 +195,11 @@ def warm_up(settings: Settings) -> None:
 
 def serve_forever(settings: Settings) -> None:
     """`anneal serve`: runs until SIGTERM or SIGINT, then drains in-flight calls."""
+    security = server_security(settings)  # refuses an exposed address before anything starts
     service = build_service(settings)
-    running = start_server(service, settings.grpc_address, reflection_on=settings.reflection)
-    log.info("anneal gRPC server listening on %s", settings.grpc_address)
+    running = start_server(service, settings.grpc_address, security, reflection_on=settings.reflection)
+    transport = "mutual TLS" if security.mutual_tls else "TLS" if security.credentials else "plaintext"
+    log.info("anneal gRPC server listening on %s (%s, bearer tokens)", settings.grpc_address, transport)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
-from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, Unavailable
+from anneal.errors import FailedPrecondition, FieldError, InvalidSpec, NotFound, ResourceExhausted, Unavailable
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, EventKind, Prediction, Study, StudyEvent, StudyState
+from cluster.auth import Principal
 from cluster.batching import Answers, PredictBatcher
 from cluster.jobs import JobLauncher, job_id_for
-from cluster.serving import deploy_model, route_for
+from cluster.serving import app_name, check_model_package, deploy_model, route_for
 from cluster.store import Store, now
 from trainers.registry import check_spec
 
@@ -25,7 +29,8 @@ PREDICT_TIMEOUT_S = 30.0
 # Waits between sends of a Predict whose replica was lost: growing to the last, then steady.
 PREDICT_RETRY_WAITS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 DRIVER_KEEPER_INTERVAL_S = 1.0
-MAX_PREDICT_ROWS = 10_000
+# Ids and names the service makes or accepts; anything else names nothing that exists.
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
 def check_rows(rows: Sequence[Sequence[float]]) -> None:
@@ -37,6 +42,50 @@ def check_rows(rows: Sequence[Sequence[float]]) -> None:
             raise InvalidSpec.field(f"rows[{index}]", f"has {len(row)} values; rows[0] has {width}")
         if not all(math.isfinite(value) for value in row):
             raise InvalidSpec.field(f"rows[{index}]", "holds a NaN or an infinite value")
+
+
+def check_spec_limits(spec: StudySpec, settings: Settings) -> None:
+    """The sizes a server accepts of one study, each named by its field."""
+    errors = []
+    space = spec.search_space
+    if len(space) > settings.max_search_space_params:
+        errors.append(
+            FieldError("search_space", f"tunes {len(space)} parameters; at most {settings.max_search_space_params}")
+        )
+    for name, domain in space.items():
+        if domain.categorical is not None and len(domain.categorical) > settings.max_categorical_choices:
+            message = f"has {len(domain.categorical)} choices; at most {settings.max_categorical_choices}"
+            errors.append(FieldError(f"search_space.{name}.categorical", message))
+    if spec.budget.max_trials > settings.max_trials:
+        errors.append(FieldError("budget.max_trials", f"is {spec.budget.max_trials}; at most {settings.max_trials}"))
+    if errors:
+        raise InvalidSpec(errors)
+
+
+def check_spec_size(size_bytes: int, settings: Settings) -> None:
+    if size_bytes > settings.max_spec_bytes:
+        raise InvalidSpec.field("spec", f"is {size_bytes} bytes encoded; at most {settings.max_spec_bytes}")
+
+
+class StreamSlots:
+    """Open streams per principal, at most `limit` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, owner: str) -> Iterator[None]:
+        with self._lock:
+            if self._open[owner] >= self.limit:
+                raise ResourceExhausted(f"{owner} has {self.limit} WatchStudy streams open; at most {self.limit}")
+            self._open[owner] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open[owner] -= 1
 
 
 def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name: str) -> Answers:
@@ -62,24 +111,29 @@ def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name
 def deploy_study(
     store: Store, settings: Settings, study_id: str, replicas: int = 0, max_batch_size: int = 0
 ) -> Deployment:
-    """Serves the study's best model as the Serve application named after the study."""
+    """Serves the study's best model as its owner's deployment named after the study. A model
+    package that does not load is refused before the running version is touched."""
     study = store.get_study(study_id)
     if study.state is not StudyState.SUCCEEDED or not study.model_uri:
         raise FailedPrecondition(f"study {study_id} is {study.state.value}; only a SUCCEEDED study can be deployed")
     replicas = replicas or study.spec.deploy.replicas
     deployment = Deployment(
+        owner=study.owner,
         name=study.name,
         study_id=study_id,
         state=DeploymentState.DEPLOYING,
         replicas=replicas,
-        route=route_for(study.name),
+        route=route_for(study.owner, study.name),
         model_uri=study.model_uri,
         updated_at=now(),
         max_batch_size=max_batch_size or study.spec.deploy.max_batch_size,
     )
+    check_model_package(study.model_uri, settings.mlflow_tracking_uri)
     store.put_deployment(deployment)
     try:
-        deploy_model(study.name, study.model_uri, settings.mlflow_tracking_uri, replicas, settings.serve_http_port)
+        deploy_model(
+            study.owner, study.name, study.model_uri, settings.mlflow_tracking_uri, replicas, settings.serve_http_port
+        )
     except Exception as error:
         store.put_deployment(deployment.model_copy(update={"state": DeploymentState.FAILED, "error": repr(error)}))
         raise
@@ -89,17 +143,25 @@ def deploy_study(
 
 
 class AnnealService:
+    """Every call acts for a principal: it sees and changes only what it owns (an admin, all);
+    what it may not see answers NotFound, as if it did not exist."""
+
     def __init__(self, settings: Settings, store: Store, jobs: JobLauncher) -> None:
         self.settings = settings
         self.store = store
         self.jobs = jobs
-        self._routes: dict[str, PredictBatcher] = {}
+        self._routes: dict[tuple[str, str], PredictBatcher] = {}
+        self._admission = threading.Lock()  # one quota check and create at a time
+        self._watches = StreamSlots(settings.max_watch_streams)
 
     # ------------------------------------------------------------ studies
 
-    def create_study(self, spec: StudySpec) -> Study:
-        check_spec(spec)
-        study = self.store.create_study(spec)
+    def create_study(self, spec: StudySpec, principal: Principal) -> Study:
+        check_spec_limits(spec, self.settings)
+        check_spec(spec, data_roots=self.settings.data_roots)
+        with self._admission:
+            self._check_quotas(spec, principal)
+            study = self.store.create_study(spec, owner=principal.name)
         try:
             job_id = self.jobs.submit(study.study_id)
         except Exception as error:
@@ -110,36 +172,58 @@ class AnnealService:
         self.store.update_study(study.study_id, ray_job_id=job_id)
         return self.store.get_study(study.study_id)
 
-    def get_study(self, study_id: str) -> Study:
-        return self.store.get_study(study_id)
+    def _check_quotas(self, spec: StudySpec, principal: Principal) -> None:
+        active = self.store.active_specs(principal.name)
+        studies = _quota(principal.max_concurrent_studies, self.settings.max_concurrent_studies)
+        if len(active) + 1 > studies:
+            raise ResourceExhausted(
+                f"{principal.name} has {len(active)} pending or running studies; the quota is {studies}"
+            )
+        trials = _quota(principal.max_concurrent_trials, self.settings.max_concurrent_trials)
+        running = sum(s.budget.max_concurrent_trials for s in active)
+        if running + spec.budget.max_concurrent_trials > trials:
+            raise ResourceExhausted(
+                f"{principal.name}'s studies may run {trials} trials at once; {running} are taken and this "
+                f"study asks for {spec.budget.max_concurrent_trials} (budget.max_concurrent_trials)"
+            )
 
-    def list_studies(self) -> list[Study]:
-        return self.store.list_studies()
+    def get_study(self, study_id: str, principal: Principal) -> Study:
+        if not ID_PATTERN.match(study_id):
+            raise NotFound(f"no study {study_id!r}")
+        study = self.store.get_study(study_id)
+        if not principal.sees(study.owner):
+            raise NotFound(f"no study {study_id!r}")
+        return study
+
+    def list_studies(self, principal: Principal) -> list[Study]:
+        return self.store.list_studies(owner=None if principal.admin else principal.name)
 
     def watch_study(
         self,
         study_id: str,
+        principal: Principal,
         after_sequence: int = 0,
         *,
         poll_s: float = 0.25,
         stopped: Callable[[], bool] = lambda: False,
     ) -> Iterator[StudyEvent]:
         """The study's events in order, until its STUDY_ENDED event (or until `stopped()`)."""
-        self.store.get_study(study_id)  # NotFound before the stream starts
-        cursor = after_sequence
-        while not stopped():
-            batch = self.store.events_after(study_id, cursor)
-            for event in batch:
-                cursor = event.sequence
-                yield event
-                if event.kind is EventKind.STUDY_ENDED:
-                    return
-            if not batch:
-                time.sleep(poll_s)
+        self.get_study(study_id, principal)  # NotFound before the stream starts
+        with self._watches.hold(principal.name):
+            cursor = after_sequence
+            while not stopped():
+                batch = self.store.events_after(study_id, cursor)
+                for event in batch:
+                    cursor = event.sequence
+                    yield event
+                    if event.kind is EventKind.STUDY_ENDED:
+                        return
+                if not batch:
+                    time.sleep(poll_s)
 
-    def cancel_study(self, study_id: str) -> Study:
+    def cancel_study(self, study_id: str, principal: Principal) -> Study:
         """Stops a pending or running study; cancelling a cancelled study is harmless."""
-        study = self.store.get_study(study_id)
+        study = self.get_study(study_id, principal)
         if study.state is StudyState.CANCELLED:
             return study
         moved = self.store.transition(
@@ -203,55 +287,73 @@ class AnnealService:
 
     # ------------------------------------------------------------ serving
 
-    def deploy(self, study_id: str, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
+    def deploy(self, study_id: str, principal: Principal, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
         if replicas < 0:
             raise InvalidSpec.field("replicas", "must be >= 0")
         if max_batch_size < 0:
             raise InvalidSpec.field("max_batch_size", "must be >= 0")
+        self.get_study(study_id, principal)
         deployment = deploy_study(self.store, self.settings, study_id, replicas, max_batch_size)
-        self._routes.pop(deployment.name, None)
+        self._routes.pop((deployment.owner, deployment.name), None)
         return deployment
 
-    def get_deployment(self, name: str) -> Deployment:
-        return self.store.get_deployment(name)
+    def _deployment_key(self, name: str, principal: Principal) -> tuple[str, str]:
+        """(owner, name) of the deployment `name` (the caller's own) or `owner/name` names."""
+        owner, _, plain = name.rpartition("/")
+        owner = owner or principal.name
+        if not ID_PATTERN.match(plain) or not ID_PATTERN.match(owner) or not principal.sees(owner):
+            raise NotFound(f"no deployment {name!r}")
+        return owner, plain
 
-    def predict(self, name: str, rows: Sequence[Sequence[float]]) -> list[Prediction]:
+    def get_deployment(self, name: str, principal: Principal) -> Deployment:
+        owner, plain = self._deployment_key(name, principal)
+        try:
+            return self.store.get_deployment(plain, owner)
+        except NotFound:
+            raise NotFound(f"no deployment {name!r}") from None
+
+    def predict(self, name: str, rows: Sequence[Sequence[float]], principal: Principal) -> list[Prediction]:
+        key = self._deployment_key(name, principal)
         if not rows:
             raise InvalidSpec.field("rows", "send at least one row")
-        if len(rows) > MAX_PREDICT_ROWS:
-            raise InvalidSpec.field("rows", f"at most {MAX_PREDICT_ROWS} rows per call")
+        if len(rows) > self.settings.max_predict_rows:
+            raise InvalidSpec.field("rows", f"has {len(rows)} rows; at most {self.settings.max_predict_rows} per call")
         check_rows(rows)
         from ray.exceptions import RayTaskError
 
         try:
-            answers = self._route(name).predict([list(r) for r in rows], timeout_s=PREDICT_TIMEOUT_S)
+            answers = self._route(key, name).predict([list(r) for r in rows], timeout_s=PREDICT_TIMEOUT_S)
         except RayTaskError as error:
             if isinstance(error.cause, ValueError | TypeError):
                 raise InvalidSpec.field("rows", str(error.cause)) from None
-            self._routes.pop(name, None)
+            self._routes.pop(key, None)
             raise
         except Exception:
-            self._routes.pop(name, None)  # the next call looks the deployment up afresh
+            self._routes.pop(key, None)  # the next call looks the deployment up afresh
             raise
         return [Prediction(label=label, probabilities=probabilities) for label, probabilities in answers]
 
-    def _route(self, name: str) -> PredictBatcher:
+    def _route(self, key: tuple[str, str], name: str) -> PredictBatcher:
         """The batcher in front of the deployment's Serve handle, looked up once and then kept.
 
         Looking up the deployment and its handle per call costs a store query and a Serve
         controller round trip, more than the prediction; Deploy drops the cached route.
         """
-        route = self._routes.get(name)
+        route = self._routes.get(key)
         if route is not None:
             return route
-        deployment = self.store.get_deployment(name)
+        owner, plain = key
+        try:
+            deployment = self.store.get_deployment(plain, owner)
+        except NotFound:
+            raise NotFound(f"no deployment {name!r}") from None
         if deployment.state is not DeploymentState.RUNNING:
             raise FailedPrecondition(f"deployment {name} is {deployment.state.value}")
         from ray import serve
         from ray.serve.exceptions import RayServeException
 
         try:
-            handle = serve.get_app_handle(name)
+            handle = serve.get_app_handle(app_name(owner, plain))
         except RayServeException as error:
             raise NotFound(f"deployment {name} is not running in Ray Serve: {error}") from None
 
@@ -261,5 +363,9 @@ class AnnealService:
             )
 
         route = PredictBatcher(call, deployment.max_batch_size)
-        self._routes[name] = route
+        self._routes[key] = route
         return route
+
+
+def _quota(own: int | None, default: int) -> int:
+    return default if own is None else own

@@ -93,13 +93,34 @@ class ModelServer:
         return {"predictions": [{"label": label, "probabilities": probs} for label, probs in predictions]}
 
 
-def route_for(name: str) -> str:
-    return f"/models/{name}"
+def app_name(owner: str, name: str) -> str:
+    """The Serve application of `owner`'s deployment `name` (names are unique per owner; neither
+    holds a dot)."""
+    return f"{owner}.{name}" if owner else name
 
 
-def deploy_model(name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
-    """Starts (or updates) the Serve application `name`; returns once it is running."""
+def route_for(owner: str, name: str) -> str:
+    return f"/models/{owner}/{name}" if owner else f"/models/{name}"
+
+
+def check_model_package(model_uri: str, tracking_uri: str) -> None:
+    """Loads the package here, as a replica would, before any replica is touched: a package that
+    does not load (a tampered weights file holding a pickle, a broken manifest) is refused while
+    the running version keeps serving."""
+    from anneal.errors import FailedPrecondition
+
+    try:
+        load_from_mlflow(model_uri, tracking_uri)
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        raise FailedPrecondition(
+            f"the model package {model_uri} does not load safely ({reason}); nothing was deployed"
+        ) from None
+
+
+def deploy_model(owner: str, name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
+    """Starts (or updates) the Serve application of `owner`'s `name`; returns once it is running."""
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)  # type: ignore[attr-defined]
-    serve.run(app, name=name, route_prefix=route_for(name))
-    return route_for(name)
+    serve.run(app, name=app_name(owner, name), route_prefix=route_for(owner, name))
+    return route_for(owner, name)

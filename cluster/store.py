@@ -58,10 +58,13 @@ studies = sa.Table(
     sa.Column("registered_model_version", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text, nullable=False, default=""),
     # Drivers the server started again after the study's driver died (`claim_driver`).
-    sa.Column("driver_restarts", sa.Integer, nullable=False, default=0),
-    # Two active studies never share a name, even when two creates race.
+    sa.Column("driver_restarts", sa.Integer, nullable=False, default=0, server_default="0"),
+    # The principal that created the study; names are unique per owner.
+    sa.Column("owner", sa.String(64), nullable=False, default="", server_default="", index=True),
+    # Two active studies of one owner never share a name, even when two creates race.
     sa.Index(
-        "active_study_name",
+        "active_study_owner_name",
+        "owner",
         "name",
         unique=True,
         sqlite_where=sa.text(f"state IN {tuple(ACTIVE_STATES)}"),
@@ -98,6 +101,7 @@ events = sa.Table(
 deployments = sa.Table(
     "deployments",
     metadata,
+    sa.Column("owner", sa.String(64), primary_key=True, default="", server_default=""),
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
@@ -159,6 +163,7 @@ class Store:
         self.engine = create_engine(url)
         self._writes = self.engine.execution_options(**{WRITE: True})
         metadata.create_all(self._writes)
+        _add_missing_columns(self._writes)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -172,13 +177,14 @@ class Store:
 
     # ------------------------------------------------------------ studies
 
-    def create_study(self, spec: StudySpec, study_id: str | None = None) -> Study:
-        """Records a PENDING study; refuses a name that an active study holds."""
+    def create_study(self, spec: StudySpec, study_id: str | None = None, *, owner: str = "") -> Study:
+        """Records a PENDING study of `owner`; refuses a name that an active study of theirs holds."""
         study_id = study_id or new_study_id()
         moment = now()
         with self._writes.begin() as conn:
             active = conn.execute(
                 sa.select(studies.c.study_id).where(
+                    studies.c.owner == owner,
                     studies.c.name == spec.name,
                     studies.c.state.notin_([s.value for s in TERMINAL_STUDY_STATES]),
                 )
@@ -189,6 +195,7 @@ class Store:
                 conn.execute(
                     studies.insert().values(
                         study_id=study_id,
+                        owner=owner,
                         name=spec.name,
                         spec=spec.model_dump_json(by_alias=True),
                         state=StudyState.PENDING.value,
@@ -211,10 +218,20 @@ class Store:
             ).all()
         return _study_from_row(row, [_trial_from_row(t) for t in trial_rows])
 
-    def list_studies(self) -> list[Study]:
+    def list_studies(self, owner: str | None = None) -> list[Study]:
+        """Every study, oldest first; only `owner`'s when given."""
+        query = sa.select(studies.c.study_id).order_by(studies.c.created_at)
+        if owner is not None:
+            query = query.where(studies.c.owner == owner)
         with self.engine.connect() as conn:
-            ids = conn.execute(sa.select(studies.c.study_id).order_by(studies.c.created_at)).scalars().all()
+            ids = conn.execute(query).scalars().all()
         return [self.get_study(study_id) for study_id in ids]
+
+    def active_specs(self, owner: str) -> list[StudySpec]:
+        """The specs of `owner`'s pending and running studies (what their quotas count)."""
+        query = sa.select(studies.c.spec).where(studies.c.owner == owner, studies.c.state.in_(ACTIVE_STATES))
+        with self.engine.connect() as conn:
+            return [StudySpec.model_validate_json(text) for text in conn.execute(query).scalars()]
 
     def study_for_job(self, job_id: str, state: StudyState | None = None) -> str | None:
         """The study handed to the Ray job `job_id` (in `state`, when given), if there is one."""
@@ -383,16 +400,22 @@ class Store:
         values["state"] = deployment.state.value
         values["updated_at"] = deployment.updated_at.astimezone(timezone.utc)  # SQLite keeps no offset
         with self._writes.begin() as conn:
-            updated = conn.execute(deployments.update().where(deployments.c.name == deployment.name).values(**values))
+            updated = conn.execute(
+                deployments.update()
+                .where(deployments.c.owner == deployment.owner, deployments.c.name == deployment.name)
+                .values(**values)
+            )
             if updated.rowcount == 0:
                 conn.execute(deployments.insert().values(**values))
 
-    def get_deployment(self, name: str) -> Deployment:
+    def get_deployment(self, name: str, owner: str = "") -> Deployment:
+        query = deployments.select().where(deployments.c.owner == owner, deployments.c.name == name)
         with self.engine.connect() as conn:
-            row = conn.execute(deployments.select().where(deployments.c.name == name)).first()
+            row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"no deployment {name!r}")
         return Deployment(
+            owner=row.owner,
             name=row.name,
             study_id=row.study_id,
             state=DeploymentState(row.state),
@@ -403,6 +426,27 @@ class Store:
             error=row.error,
             max_batch_size=row.max_batch_size,
         )
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Adds the columns a newer anneal defines to tables an older one created (each has a
+    default), so an existing store keeps working; nothing is dropped or rewritten."""
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        # An older store kept active study names unique across owners.
+        conn.execute(sa.text("DROP INDEX IF EXISTS active_study_name"))
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    conn.execute(sa.text(_add_column_statement(table.name, column, engine)))
+
+
+def _add_column_statement(table: str, column: sa.Column[Any], engine: Engine) -> str:
+    kind = column.type.compile(dialect=engine.dialect)
+    default = getattr(column.server_default, "arg", None)
+    clause = f" NOT NULL DEFAULT '{default}'" if isinstance(default, str) else ""
+    return f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}{clause}'
 
 
 def _trial_from_row(row: Any) -> Trial:
@@ -437,4 +481,5 @@ def _study_from_row(row: Any, trial_list: list[Trial]) -> Study:
         error=row.error,
         model_uri=row.model_uri,
         driver_restarts=row.driver_restarts,
+        owner=row.owner,
     )

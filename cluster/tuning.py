@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -14,7 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 from anneal.spec import StudySpec
 from cluster.trial import ADOPTED_AS, EPOCH, Carried, trial_function
 from trainers.contract import TrainerInfo
-from trainers.datasets import load_splits
+from trainers.datasets import load_dataset
 
 
 def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -61,11 +62,15 @@ class AdoptingOptunaSearch(OptunaSearch):
         return {**config, ADOPTED_AS: adopted_id}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id not in self.adopted:
+        if trial_id not in self.adopted and trial_id in self._ot_trials:
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         config = self.adopted.pop(trial_id, None)
+        if config is None and trial_id not in self._ot_trials:
+            # Tune snapshots its trials and its searcher at different moments: a restored trial
+            # may be newer than the restored searcher. Optuna learns it as an evaluated point.
+            config = (result or {}).get("config") or {}
         if config is None:
             super().on_trial_complete(trial_id, result, error)
             return
@@ -108,11 +113,12 @@ def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
     return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
 
 
-def make_trainable(spec: StudySpec, info: TrainerInfo, carried: dict[str, Carried] | None = None) -> Any:
+def make_trainable(
+    spec: StudySpec, info: TrainerInfo, carried: dict[str, Carried] | None, data_roots: Sequence[str]
+) -> Any:
     """The trial function with its resources; the dataset is loaded once, here, and reaches
-    the trials through the object store."""
-    d = spec.dataset
-    data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+    the trials through the object store (so only the driver reads the data roots)."""
+    data = load_dataset(spec.dataset, data_roots)
     cpus = max(1, int(spec.resources.cpu))
     interval = spec.failure.checkpoint_interval_s
     run_trial = trial_function(spec.params, info, cpus, spec.resources.gpu > 0, interval, carried)
@@ -129,6 +135,7 @@ def build_tuner(
     callbacks: list[tune.Callback],
     carried: dict[str, Carried] | None = None,
     adoptions: list[tuple[str, dict[str, Any]]] | None = None,
+    data_roots: Sequence[str],
 ) -> tune.Tuner:
     """A new Tuner for the study; `carried` and `adoptions` start it with the trials of a
     driver that died before Tune's first snapshot."""
@@ -141,7 +148,7 @@ def build_tuner(
     search.adoptions = list(adoptions or [])
     os.makedirs(storage_path, exist_ok=True)
     return tune.Tuner(
-        make_trainable(spec, info, carried),
+        make_trainable(spec, info, carried, data_roots),
         tune_config=tune.TuneConfig(
             metric=spec.objective.metric,
             mode=spec.objective.mode,
@@ -173,11 +180,16 @@ def restore_tuner(
     experiment_dir: str,
     carried: dict[str, Carried],
     adoptions: list[tuple[str, dict[str, Any]]],
+    *,
+    data_roots: Sequence[str],
 ) -> tuple[tune.Tuner, list[tune.Callback]]:
     """The study's Tuner from Tune's last snapshot (`Tuner.restore`): unfinished trials go on,
     ended ones stay ended. Returns it with its callbacks, restored without their live parts."""
     tuner = tune.Tuner.restore(
-        experiment_dir, trainable=make_trainable(spec, info, carried), resume_unfinished=True, resume_errored=False
+        experiment_dir,
+        trainable=make_trainable(spec, info, carried, data_roots),
+        resume_unfinished=True,
+        resume_errored=False,
     )
     # Tune keeps the Tuner's config in its snapshot and offers no public way to reach it.
     internal = getattr(tuner, "_local_tuner", None)

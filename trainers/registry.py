@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
 from anneal.errors import FieldError, InvalidSpec
 from anneal.spec import StudySpec
 from trainers.contract import ParamInfo, TrainerInfo
+from trainers.dataroots import resolve_data_path
 from trainers.datasets import DATASETS
 
 ENTRY_POINT_GROUP = "anneal.trainers"
@@ -99,17 +100,11 @@ def resolve(name: str, *, allow_import_paths: bool = False) -> TrainerInfo:
     raise InvalidSpec.field("trainer", f"unknown trainer {name!r}; registered: {', '.join(sorted(known))}")
 
 
-def check_spec(spec: StudySpec, *, allow_import_paths: bool = False) -> TrainerInfo:
-    """Checks what only the registry knows; returns the trainer's entry or raises InvalidSpec."""
+def check_spec(spec: StudySpec, *, allow_import_paths: bool = False, data_roots: Sequence[str] = ()) -> TrainerInfo:
+    """Checks what only the registry, and the server's filesystem, know; returns the
+    trainer's entry or raises InvalidSpec. A dataset path must lie under `data_roots`."""
     info = resolve(spec.trainer, allow_import_paths=allow_import_paths)
-    errors: list[FieldError] = []
-    if spec.dataset.name not in info.datasets:
-        errors.append(
-            FieldError(
-                "dataset.name",
-                f"unknown dataset {spec.dataset.name!r}; {info.name} knows {', '.join(sorted(info.datasets))}",
-            )
-        )
+    errors = dataset_errors(spec, info, data_roots)
     if spec.objective.metric not in info.metrics:
         errors.append(
             FieldError(
@@ -125,3 +120,19 @@ def check_spec(spec: StudySpec, *, allow_import_paths: bool = False) -> TrainerI
     if errors:
         raise InvalidSpec(errors)
     return info
+
+
+def dataset_errors(spec: StudySpec, info: TrainerInfo, data_roots: Sequence[str]) -> list[FieldError]:
+    """With a path, the file must be one the data roots allow (the name is then only a
+    label); without, the name must be a dataset the trainer knows."""
+    dataset = spec.dataset
+    if dataset.path:
+        try:
+            resolve_data_path(dataset.path, data_roots)
+        except InvalidSpec as error:
+            return list(error.errors)
+        return []
+    if dataset.name not in info.datasets:
+        known = ", ".join(sorted(info.datasets))
+        return [FieldError("dataset.name", f"unknown dataset {dataset.name!r}; {info.name} knows {known}")]
+    return []

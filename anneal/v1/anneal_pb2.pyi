@@ -139,16 +139,18 @@ class Parameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., float: _Optional[_Union[FloatDomain, _Mapping]] = ..., int: _Optional[_Union[IntDomain, _Mapping]] = ..., categorical: _Optional[_Union[CategoricalDomain, _Mapping]] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("name", "validation_fraction", "test_fraction", "split_seed")
+    __slots__ = ("name", "validation_fraction", "test_fraction", "split_seed", "path")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SPLIT_SEED_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     name: str
     validation_fraction: float
     test_fraction: float
     split_seed: int
-    def __init__(self, name: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., test_fraction: _Optional[float] = ..., split_seed: _Optional[int] = ...) -> None: ...
+    path: str
+    def __init__(self, name: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., test_fraction: _Optional[float] = ..., split_seed: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class Objective(_message.Message):
     __slots__ = ("metric", "mode")
@@ -300,7 +302,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., config: _Optional[_Mapping[str, Scalar]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epochs: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts")
+    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts", "owner")
     class BestTestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +327,7 @@ class Study(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_URI_FIELD_NUMBER: _ClassVar[int]
     DRIVER_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     name: str
     spec: StudySpec
@@ -342,7 +345,8 @@ class Study(_message.Message):
     error: str
     model_uri: str
     driver_restarts: int
-    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class StudyEvent(_message.Message):
     __slots__ = ("sequence", "study_id", "kind", "time", "trial", "study_state", "message")
@@ -363,7 +367,7 @@ class StudyEvent(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., study_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size")
+    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +377,7 @@ class Deployment(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     study_id: str
     state: DeploymentState
@@ -382,7 +387,8 @@ class Deployment(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     error: str
     max_batch_size: int
-    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("values",)

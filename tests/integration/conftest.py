@@ -3,6 +3,7 @@
 The Ray head is started the way `anneal up` starts it (own temp dir, loopback
 ports, token authentication on) under a temporary ANNEAL_HOME, and stopped at
 the end of the session: only the processes this session started are stopped.
+The server speaks mutual TLS and knows three principals: alice, bob and admin.
 """
 
 from __future__ import annotations
@@ -12,38 +13,88 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from anneal import Client, StudySpec
 from anneal.settings import Settings
+from cluster.auth import Principal, ServerSecurity, TokensFile, TokenTable, hash_token, new_token
 from cluster.local import RAY_STOP_S, LocalCluster, plan_cluster, start_ray, stop_group
 from cluster.server import RunningServer, build_service, start_server
+from tests.tls import Certificates, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
+WATCH_STREAMS = 4  # per principal, lower than the default so the limit is cheap to reach
+PRINCIPALS: dict[str, dict[str, Any]] = {
+    "alice": {},
+    "bob": {"max_concurrent_studies": 1, "max_concurrent_trials": 2},  # quotas are tested with him
+    "admin": {"admin": True},
+    "fuzz": {"max_concurrent_studies": 0},  # a valid spec it sends starts nothing
+}
 
 
 @dataclass
 class Stack:
-    settings: Settings
+    settings: Settings  # tokens in `settings.tokens`; no TLS, for the `anneal serve` processes tests start
     cluster: LocalCluster
     server: RunningServer
     address: str
+    tokens: dict[str, str]  # principal -> token
+    certificates: Certificates
 
-    def client(self) -> Client:
-        return Client(self.address)
+    def channel(self) -> grpc.Channel:
+        """A raw mutual-TLS channel to the session's server; calls need `metadata(...)`."""
+        tls = self.certificates
+        credentials = grpc.ssl_channel_credentials(
+            Path(tls.ca).read_bytes(), Path(tls.client.key).read_bytes(), Path(tls.client.cert).read_bytes()
+        )
+        return grpc.secure_channel(self.address, credentials)
+
+    def metadata(self, principal: str = "alice") -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self.tokens[principal]}"),)
+
+    def client(self, principal: str = "alice", address: str = "", **changes: float) -> Client:
+        """A client of the session's mutual-TLS server (or, with `address`, of a plaintext one)."""
+        token = self.tokens[principal]
+        if address:
+            return Client(address, token=token, **changes)
+        tls = self.certificates
+        return Client(
+            self.address, token=token, ca_file=tls.ca, cert_file=tls.client.cert, key_file=tls.client.key, **changes
+        )
+
+
+def _principals() -> tuple[dict[str, str], str]:
+    tokens = {name: new_token() for name in PRINCIPALS}
+    listed = [Principal(name=n, token_sha256=hash_token(tokens[n]), **extra) for n, extra in PRINCIPALS.items()]
+    return tokens, TokensFile(principals=listed).model_dump_json()
+
+
+def _mutual_tls(certificates: Certificates) -> grpc.ServerCredentials:
+    pair = (Path(certificates.server.key).read_bytes(), Path(certificates.server.cert).read_bytes())
+    ca = Path(certificates.ca).read_bytes()
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="anneal-it-"))
-    base = Settings.load(home=home, grpc_address="127.0.0.1:0", serve_http_port=0)
+    tokens, listed = _principals()
+    certificates = make_certificates(home / "tls")
+    base = Settings.load(
+        home=home, grpc_address="127.0.0.1:0", serve_http_port=0, tokens=listed, max_watch_streams=WATCH_STREAMS
+    )
     cluster, settings, dashboard_port = plan_cluster(base)
     cluster.ray_pid = start_ray(settings, cluster, dashboard_port, log=lambda _: None)
     server = None
     try:
-        server = start_server(build_service(settings), "127.0.0.1:0", reflection_on=True)
-        yield Stack(settings, cluster, server, f"127.0.0.1:{server.port}")
+        security = ServerSecurity(
+            TokenTable(TokensFile.model_validate_json(listed).principals), _mutual_tls(certificates)
+        )
+        server = start_server(build_service(settings), "127.0.0.1:0", security, reflection_on=True)
+        yield Stack(settings, cluster, server, f"127.0.0.1:{server.port}", tokens, certificates)
     finally:
         if server is not None:
             server.stop(grace_s=1)
@@ -55,19 +106,21 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)
 
 
-def remove_serve_app(stack: Stack, name: str) -> None:
+def remove_serve_app(stack: Stack, name: str, owner: str = "alice") -> None:
     """Deletes a test's Serve application: each replica holds CPU the later tests' trials need."""
     import ray
     from ray import serve
 
+    from cluster.serving import app_name
+
     if not ray.is_initialized():
         ray.init(address=stack.settings.ray_address, log_to_driver=False)
-    serve.delete(name)
+    serve.delete(app_name(owner, name))
 
 
 @pytest.fixture
 def serve_apps(stack: Stack) -> Iterator[list[str]]:
-    """Names of Serve applications the test deploys, deleted after it."""
+    """Names of alice's deployments the test makes, whose Serve applications are deleted after it."""
     names: list[str] = []
     yield names
     for name in names:

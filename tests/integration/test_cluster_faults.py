@@ -25,7 +25,7 @@ import pytest
 from anneal import Client, StudyState, TrialState
 from anneal.settings import Settings
 from anneal.types import EventKind
-from cluster.local import RAY_STOP_S, child_env, down, group_alive, session_members, stop_group, up
+from cluster.local import RAY_STOP_S, LocalCluster, child_env, down, group_alive, session_members, stop_group, up
 from cluster.store import Store
 from tests.integration.test_driver_restart import (
     EPOCHS,
@@ -58,10 +58,15 @@ def own_settings(home: Path) -> Settings:
     return Settings.load(home=home, grpc_address="127.0.0.1:0", serve_http_port=0, standby_drivers=0)
 
 
+def own_client(settings: Settings, cluster: LocalCluster) -> Client:
+    """A client of the test's own server, with the development token it made under home."""
+    return Client.from_settings(settings.model_copy(update={"grpc_address": cluster.grpc_address}))
+
+
 def test_a_study_resumes_when_the_whole_local_cluster_restarts(own_home: Path) -> None:
     settings = own_settings(own_home)
     cluster = up(settings, log=lambda _: None)
-    with Client(cluster.grpc_address) as client:
+    with own_client(settings, cluster) as client:
         study_id = client.create_study(resumable_spec("it-cluster-restart")).study_id
 
         wait_for_mid_study(client, study_id, ended=2, timeout_s=180)
@@ -72,7 +77,7 @@ def test_a_study_resumes_when_the_whole_local_cluster_restarts(own_home: Path) -
 
     restarted_at = time.monotonic()
     cluster = up(own_settings(own_home), log=lambda _: None)
-    with Client(cluster.grpc_address) as client:
+    with own_client(settings, cluster) as client:
         wait_for(lambda: client.get_study(study_id).state.is_terminal, END_S, "the resumed study to end")
         study = client.get_study(study_id)
         events = list(client.watch_study(study_id))
@@ -151,7 +156,7 @@ def test_a_trial_goes_on_from_its_checkpoint_when_its_node_dies(own_home: Path) 
             }
         )
         observed: dict[str, list[int]] = {}
-        with Client(cluster.grpc_address) as client:
+        with own_client(settings, cluster) as client:
             study_id = client.create_study(spec).study_id
 
             def all_training() -> bool:

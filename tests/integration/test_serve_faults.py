@@ -13,6 +13,7 @@ import pytest
 from ray.util.state import list_actors
 
 from anneal import StudySpec, StudyState
+from cluster.serving import app_name
 from tests.integration.conftest import Stack, remove_serve_app
 from tests.integration.test_driver_restart import wait_for
 
@@ -40,7 +41,7 @@ def quick_spec() -> StudySpec:
 def replica_pids(stack: Stack) -> set[int]:
     actors = list_actors(
         address=stack.settings.ray_dashboard_url,
-        filters=[("class_name", "=", f"ServeReplica:{NAME}:ModelServer"), ("state", "=", "ALIVE")],
+        filters=[("class_name", "=", f"ServeReplica:{app_name('alice', NAME)}:ModelServer"), ("state", "=", "ALIVE")],
     )
     return {int(actor.pid) for actor in actors if actor.pid}
 

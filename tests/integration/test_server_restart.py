@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from anneal import Client, StudySpec, StudyState
+from anneal import StudySpec, StudyState
 from anneal.errors import Unavailable
 from anneal.types import EventKind
 from cluster.local import child_env, free_port
@@ -80,7 +80,7 @@ def test_a_study_outlives_a_killed_server_and_a_new_server_serves_it(stack: Stac
     # Long enough (trials of 8 s) to be running still when the new server is up.
     spec = slow_spec("it-server-killed", trials=4, epochs=16)
     with server_process(stack) as (first, address):
-        with Client(address) as client:
+        with stack.client(address=address) as client:
             study_id = client.create_study(spec).study_id
             deadline = time.monotonic() + START_S
             while not client.get_study(study_id).trials:
@@ -89,7 +89,7 @@ def test_a_study_outlives_a_killed_server_and_a_new_server_serves_it(stack: Stac
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
 
-    with server_process(stack) as (_, address), Client(address) as client:
+    with server_process(stack) as (_, address), stack.client(address=address) as client:
         assert client.get_study(study_id).state is StudyState.RUNNING
         events = list(client.watch_study(study_id))  # from the first event, until the study ends
         study = client.get_study(study_id)
@@ -103,7 +103,7 @@ def test_a_study_outlives_a_killed_server_and_a_new_server_serves_it(stack: Stac
 
 def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(stack: Stack) -> None:
     outcome: dict[str, Any] = {}
-    with server_process(stack) as (server, address), Client(address) as client:
+    with server_process(stack) as (server, address), stack.client(address=address) as client:
         study_id = client.create_study(slow_spec("it-server-sigterm", trials=2, epochs=40)).study_id
         with grpc.insecure_channel(address) as channel:
             statuses = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
@@ -126,7 +126,7 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(stack: Stack) -> No
             outcome["not_serving"] = time.monotonic()
             watcher.join(timeout=GRACE_S + 10)
             with pytest.raises(Unavailable):
-                Client(address, timeout_s=5).get_study(study_id)
+                stack.client(address=address, timeout_s=5).get_study(study_id)
             assert server.wait(timeout=GRACE_S + 30) == 0
     with stack.client() as cleanup:
         cleanup.cancel_study(study_id)

@@ -35,9 +35,10 @@ pytestmark = pytest.mark.integration
 def test_invalid_spec_is_invalid_argument_naming_the_field(stack: Stack, mutate: object, field: str) -> None:
     message = convert.spec_to_pb(small_spec("it-bad"))
     mutate(message)  # type: ignore[operator]
-    with grpc.insecure_channel(stack.address) as channel:
+    with stack.channel() as channel:
         with pytest.raises(grpc.RpcError) as caught:
-            AnnealServiceStub(channel).CreateStudy(pb.CreateStudyRequest(spec=message), timeout=30)
+            request = pb.CreateStudyRequest(spec=message)
+            AnnealServiceStub(channel).CreateStudy(request, timeout=30, metadata=stack.metadata())
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert f"{field}:" in (caught.value.details() or "")
 
@@ -61,11 +62,12 @@ def test_unknown_study_is_not_found(stack: Stack) -> None:
 
 
 def test_health_serves_and_reflection_lists_the_service(stack: Stack) -> None:
-    with grpc.insecure_channel(stack.address) as channel:
+    with stack.channel() as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = stub.ServerReflectionInfo(iter([request]), metadata=stack.metadata())
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert "anneal.v1.AnnealService" in names and "grpc.health.v1.Health" in names
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+import torch
 
-from anneal import Client, Deployment, FailedPrecondition, InvalidSpec, NotFound, StudyState
+from anneal import Client, Deployment, FailedPrecondition, InvalidSpec, NotFound, Study, StudyState
 from anneal.types import DeploymentState
+from cluster.serving import WEIGHTS_FILE
 from tests.integration.conftest import Stack, small_spec
 from trainers.datasets import load_splits
 
@@ -40,7 +45,7 @@ def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack, serve_apps
 
         deployment = client.deploy(study.study_id)  # deploying again updates in place
         assert deployment.state is DeploymentState.RUNNING
-        assert deployment.route == "/models/it-serve"
+        assert deployment.route == "/models/alice/it-serve" and deployment.owner == "alice"
         assert client.get_deployment("it-serve") == deployment
 
         d = spec.dataset
@@ -58,12 +63,45 @@ def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack, serve_apps
         with pytest.raises(InvalidSpec, match=r"rows\[1\].*NaN"):
             client.predict("it-serve", [data.x_test[0].tolist(), [float("nan")] * data.x_test.shape[1]])
 
-    url = f"http://127.0.0.1:{stack.settings.serve_http_port}/models/it-serve"
+        tampered_model_is_refused_and_the_running_one_serves_on(client, study, deployment, data.x_test[:5].tolist())
+
+    url = f"http://127.0.0.1:{stack.settings.serve_http_port}{deployment.route}"
     body = json.dumps({"rows": data.x_test[:3].tolist()}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         answer = json.loads(response.read())
     assert [p["label"] for p in answer["predictions"]] == [p.label for p in predictions[:3]]
+
+
+class Payload:
+    """A pickle that runs a shell command when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def tampered_model_is_refused_and_the_running_one_serves_on(
+    client: Client, study: Study, deployment: Deployment, rows: list[list[float]]
+) -> None:
+    weights = Path(study.model_uri.removeprefix("file://")) / WEIGHTS_FILE
+    marker = weights.parent / "payload-ran"
+    torch.save({"layers.0.weight": Payload(marker)}, weights)
+    before = client.predict(deployment.name, rows)
+
+    armed = weights.with_name("armed-copy.pt")  # the payload is live: an unsafe load runs it
+    shutil.copy(weights, armed)
+    torch.load(armed, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(FailedPrecondition, match="does not load safely"):
+        client.deploy(study.study_id)
+    assert not marker.exists(), "the server unpickled the payload"
+    assert client.get_deployment(deployment.name) == deployment
+    assert client.predict(deployment.name, rows) == before
 
 
 def test_unknown_deployment_is_not_found(stack: Stack) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from anneal import Study, StudyEvent, StudyState, TrialState
+from anneal import Study, StudyEvent, StudySpec, StudyState, TrialState
 from anneal.types import EventKind
 from tests.integration.conftest import Stack, small_spec
+from trainers.datasets import load_arrays
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +44,7 @@ def test_study_completes_with_every_trial(finished: Finished) -> None:
     assert study.best_trial.metrics["val_accuracy"] == best
     assert set(study.best_trial.config) == {"lr", "hidden_size", "optimizer"}
     assert 0.8 < study.best_test_metrics["test_accuracy"] <= 1.0
-    assert study.registered_model == "it-digits" and study.registered_model_version >= 1
+    assert study.registered_model == "alice.it-digits" and study.registered_model_version >= 1  # per owner
 
 
 def test_watch_streams_every_trial_end(finished: Finished) -> None:
@@ -91,3 +94,28 @@ def test_mlflow_has_one_child_run_per_trial_with_its_metrics(stack: Stack, finis
 def test_list_studies_includes_it(stack: Stack, finished: Finished) -> None:
     with stack.client() as client:
         assert finished.study.study_id in {s.study_id for s in client.list_studies()}
+
+
+def test_a_study_reads_its_csv_under_a_data_root(stack: Stack) -> None:
+    root = Path(stack.settings.data_roots[0])
+    root.mkdir(parents=True, exist_ok=True)
+    x, y = load_arrays("iris")
+    with (root / "iris-copy.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([f"f{i}" for i in range(x.shape[1])] + ["label"])
+        writer.writerows([*map(float, row), int(label)] for row, label in zip(x, y, strict=True))
+    spec = StudySpec.parse(
+        {
+            "name": "it-csv",
+            "trainer": "mlp_classifier",
+            "dataset": {"name": "iris-copy", "path": "iris-copy.csv"},
+            "params": {"epochs": 3, "batch_size": 32},
+            "search_space": {"lr": {"float": {"low": 0.01, "high": 0.1, "log": True}}},
+            "objective": {"metric": "val_accuracy", "mode": "max"},
+            "budget": {"max_trials": 1, "max_concurrent_trials": 1},
+        }
+    )
+    with stack.client("alice") as client:
+        study = client.wait_for_study(client.create_study(spec).study_id, timeout_s=300)
+    assert study.state is StudyState.SUCCEEDED, study.error
+    assert study.best_test_metrics["test_accuracy"] > 0

@@ -13,6 +13,9 @@ from anneal.spec import StudySpec
 from anneal.types import StudyState
 from cluster.service import AnnealService
 from cluster.store import Store
+from tests.unit.helpers import principal
+
+OWNER = principal("alice")
 
 
 class StoppingJobs:
@@ -36,7 +39,7 @@ def service(tmp_path: Path, store: Store, jobs: StoppingJobs) -> AnnealService:
 
 
 def study_on_job(store: Store, spec: StudySpec, state: StudyState) -> str:
-    study_id = store.create_study(spec).study_id
+    study_id = store.create_study(spec, owner=OWNER.name).study_id
     store.update_study(study_id, ray_job_id=f"job-{study_id}")
     if state is not StudyState.PENDING:
         store.transition(study_id, [StudyState.PENDING], StudyState.RUNNING)
@@ -50,7 +53,7 @@ def test_cancel_ends_the_study_and_stops_its_job(
     service: AnnealService, store: Store, jobs: StoppingJobs, example_spec: StudySpec, state: StudyState
 ) -> None:
     study_id = study_on_job(store, example_spec, state)
-    assert service.cancel_study(study_id).state is StudyState.CANCELLED
+    assert service.cancel_study(study_id, OWNER).state is StudyState.CANCELLED
     assert jobs.stopped == [f"job-{study_id}"]
 
 
@@ -58,9 +61,9 @@ def test_cancelling_twice_is_harmless(
     service: AnnealService, jobs: StoppingJobs, store: Store, example_spec: StudySpec
 ) -> None:
     study_id = study_on_job(store, example_spec, StudyState.RUNNING)
-    service.cancel_study(study_id)
+    service.cancel_study(study_id, OWNER)
     events = store.events_after(study_id, 0)
-    assert service.cancel_study(study_id).state is StudyState.CANCELLED
+    assert service.cancel_study(study_id, OWNER).state is StudyState.CANCELLED
     assert store.events_after(study_id, 0) == events
     assert len(jobs.stopped) == 1
 
@@ -71,6 +74,6 @@ def test_a_study_that_ended_otherwise_cannot_be_cancelled(
 ) -> None:
     study_id = study_on_job(store, example_spec, state)
     with pytest.raises(FailedPrecondition, match=f"already ended {state.value}"):
-        service.cancel_study(study_id)
+        service.cancel_study(study_id, OWNER)
     assert store.get_study(study_id).state is state
     assert jobs.stopped == []

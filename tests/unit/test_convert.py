@@ -31,7 +31,13 @@ UPDATED = datetime(2024, 5, 1, 13, 0, 0, 999999, tzinfo=timezone.utc)
 FULL: dict[str, Any] = {
     "name": "full-spec",
     "trainer": "mlp_classifier",
-    "dataset": {"name": "wine", "validation_fraction": 0.25, "test_fraction": 0.15, "split_seed": 7},
+    "dataset": {
+        "name": "wine",
+        "validation_fraction": 0.25,
+        "test_fraction": 0.15,
+        "split_seed": 7,
+        "path": "tables/wine.csv",
+    },
     "params": {"epochs": 5, "dropout": 0.25, "optimizer": "sgd", "flag": True},
     "search_space": {
         "lr": {"float": {"low": 1e-4, "high": 0.3, "log": True}},
@@ -340,6 +346,7 @@ def make_study(state: StudyState, best: bool) -> Study:
         error="it failed" if state is StudyState.FAILED else "",
         model_uri="mlflow-artifacts:/17/model" if best else "",
         driver_restarts=2,
+        owner="alice",
     )
 
 
@@ -400,6 +407,8 @@ def test_deployment_each_state(state: DeploymentState) -> None:
         model_uri="mlflow-artifacts:/17/model",
         updated_at=UPDATED,
         error="no replicas" if state is DeploymentState.FAILED else "",
+        max_batch_size=16,
+        owner="alice",
     )
     message = convert.deployment_to_pb(deployment).SerializeToString()
     assert convert.deployment_from_pb(pb.Deployment.FromString(message)) == deployment
@@ -425,3 +434,58 @@ def test_repeated_parameter_name_is_refused() -> None:
     again.int.low, again.int.high = 1, 5
     with pytest.raises(InvalidSpec):
         convert.spec_from_pb(message)
+
+
+# ------------------------------------------------------------------ garbled results: refused, never a crash
+
+
+def refused_path(decode: Any, message: Any) -> str:
+    """The field the InvalidSpec raised by decoding `message` names."""
+    with pytest.raises(InvalidSpec) as caught:
+        decode(message)
+    return caught.value.errors[0].path
+
+
+@pytest.mark.parametrize(
+    ("decode", "message"),
+    [
+        (convert.trial_from_pb, pb.Trial(state=99)),
+        (convert.trial_from_pb, pb.Trial()),  # UNSPECIFIED: every trial is in some state
+        (convert.deployment_from_pb, pb.Deployment(state=7)),
+    ],
+    ids=["trial-unknown", "trial-unspecified", "deployment"],
+)
+def test_unknown_state_is_refused_naming_the_field(decode: Any, message: Any) -> None:
+    assert refused_path(decode, message) == "state"
+
+
+def test_unknown_event_kind_is_refused_naming_the_field() -> None:
+    message = convert.event_to_pb(StudyEvent(sequence=1, study_id="st-1", kind=EventKind.TRIAL_RESULT, time=CREATED))
+    message.kind = 9  # a kind of a newer server
+    assert refused_path(convert.event_from_pb, message) == "kind"
+
+
+def test_unknown_state_of_a_study_or_its_trials_names_the_field() -> None:
+    message = convert.study_to_pb(make_study(StudyState.SUCCEEDED, best=True))
+    message.state = 42
+    assert refused_path(convert.study_from_pb, message) == "state"
+    message.state = pb.STUDY_STATE_SUCCEEDED
+    message.trials[1].state = 42
+    assert refused_path(convert.study_from_pb, message) == "trials[1].state"
+    message.trials[1].state = pb.TRIAL_STATE_COMPLETED
+    message.best_trial.state = 0
+    assert refused_path(convert.study_from_pb, message) == "best_trial.state"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(2**62, 0), (-(2**40), 0), (0, 2_000_000_000), (0, -5)],
+    ids=["after-9999", "before-year-1", "nanos-too-big", "nanos-negative"],
+)
+def test_time_out_of_range_is_refused_naming_the_field(seconds: int, nanos: int) -> None:
+    message = convert.study_to_pb(make_study(StudyState.RUNNING, best=False))
+    message.updated_at.seconds, message.updated_at.nanos = seconds, nanos
+    assert refused_path(convert.study_from_pb, message) == "updated_at"
+    deployment = pb.Deployment(state=pb.DEPLOYMENT_STATE_RUNNING)
+    deployment.updated_at.seconds, deployment.updated_at.nanos = seconds, nanos
+    assert refused_path(convert.deployment_from_pb, deployment) == "updated_at"

@@ -15,6 +15,8 @@ from anneal.errors import (
     Internal,
     InvalidSpec,
     NotFound,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     error_from_status,
 )
@@ -27,6 +29,8 @@ CODES: list[tuple[type[AnnealError], grpc.StatusCode]] = [
     (Conflict, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Internal, grpc.StatusCode.INTERNAL),
 ]
 
@@ -108,3 +112,13 @@ def test_registry_field_errors_survive(example_data: dict[str, Any], key: str, v
     with pytest.raises(InvalidSpec) as caught:
         check_spec(StudySpec.parse(example_data))
     assert through_status(caught.value).errors == caught.value.errors
+
+
+def test_status_messages_are_cut_to_fit_a_header() -> None:
+    from cluster.server import MAX_MESSAGE_BYTES, _fitting
+
+    assert _fitting("no study 'st-1'") == "no study 'st-1'"
+    for echoed in ("x" * 70_000, "\U0001f600" * 5_000):
+        cut = _fitting(f"no study {echoed!r}")
+        assert len(cut.encode()) <= MAX_MESSAGE_BYTES + len(" …".encode())
+        assert cut.startswith("no study '") and cut.endswith(" …")

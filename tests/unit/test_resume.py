@@ -101,6 +101,13 @@ def test_the_searcher_hands_out_adoptions_first_and_learns_them_when_they_end(tm
     assert values == [0.25, 0.5]
 
 
+def test_the_searcher_learns_a_restored_trial_newer_than_its_own_snapshot() -> None:
+    search = searcher()  # its snapshot predates the trial Tune restored and goes on running
+    search.on_trial_result("newer", {"loss": 0.3, "training_iteration": 2})
+    search.on_trial_complete("newer", {"loss": 0.2, "config": {"x": 0.1}})
+    assert [(t.params, t.value) for t in search._ot_study.trials] == [({"x": 0.1}, 0.2)]
+
+
 def test_restoring_the_searcher_keeps_the_adoptions_handed_to_it(tmp_path: Path) -> None:
     saved = searcher()
     saved.suggest("old-1")

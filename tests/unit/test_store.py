@@ -366,6 +366,67 @@ def test_deployment_time_in_another_zone_keeps_its_instant(store: Store, example
     assert store.get_deployment("digits-mlp").updated_at == put.updated_at
 
 
+# ------------------------------------------------------------------ owners
+
+
+def test_studies_belong_to_their_owner(store: Store, example_spec: StudySpec) -> None:
+    alices = store.create_study(example_spec, owner="alice")
+    bobs = store.create_study(example_spec, owner="bob")  # names are unique per owner only
+    with pytest.raises(Conflict):
+        store.create_study(example_spec, owner="alice")
+    assert store.get_study(alices.study_id).owner == "alice"
+    assert [s.study_id for s in store.list_studies(owner="bob")] == [bobs.study_id]
+    assert len(store.list_studies()) == 2
+    assert store.active_specs("alice") == [example_spec]
+    store.transition(alices.study_id, [StudyState.PENDING], StudyState.CANCELLED)
+    assert store.active_specs("alice") == []
+
+
+def test_deployments_of_one_name_are_kept_per_owner(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    alices = deployment(study_id, DeploymentState.RUNNING).model_copy(update={"owner": "alice"})
+    bobs = deployment(study_id, DeploymentState.FAILED, error="x").model_copy(update={"owner": "bob"})
+    store.put_deployment(alices)
+    store.put_deployment(bobs)
+    assert store.get_deployment("digits-mlp", "alice") == alices
+    assert store.get_deployment("digits-mlp", "bob") == bobs
+    with pytest.raises(NotFound):
+        store.get_deployment("digits-mlp", "carol")
+
+
+def test_a_store_an_older_anneal_made_gains_the_new_columns(tmp_path: Path, example_spec: StudySpec) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the studies table before owners and driver restarts
+        conn.execute(
+            sa.text(
+                "CREATE TABLE studies (study_id VARCHAR(64) PRIMARY KEY, name VARCHAR(128) NOT NULL, "
+                "spec TEXT NOT NULL, state VARCHAR(16) NOT NULL, ray_job_id VARCHAR(128) NOT NULL, "
+                "created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, best_trial_id VARCHAR(128) NOT NULL, "
+                "best_test_metrics TEXT NOT NULL, mlflow_experiment_id VARCHAR(64) NOT NULL, "
+                "mlflow_run_id VARCHAR(64) NOT NULL, model_uri TEXT NOT NULL, registered_model VARCHAR(256) NOT NULL,"
+                " registered_model_version INTEGER NOT NULL, error TEXT NOT NULL)"
+            )
+        )
+        conn.execute(sa.text("CREATE UNIQUE INDEX active_study_name ON studies (name)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO studies VALUES ('st-old', 'digits-mlp', :spec, 'SUCCEEDED', '', '2024-01-01 00:00:00', "
+                "'2024-01-01 00:00:00', '', '{}', '', '', '', '', 0, '')"
+            ),
+            {"spec": example_spec.model_dump_json(by_alias=True)},
+        )
+    engine.dispose()
+    store = Store(url)
+    old = store.get_study("st-old")
+    assert (old.owner, old.driver_restarts) == ("", 0)
+    store.create_study(example_spec, owner="alice")
+    store.create_study(example_spec, owner="bob")  # the old store's global name index is gone
+    store.close()
+
+
 # ------------------------------------------------------------------ pickling
 
 
