@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from anneal import convert
 from anneal.errors import AnnealError, error_from_status
-from anneal.settings import Settings
+from anneal.settings import Settings, is_loopback
 from anneal.spec import StudySpec
 from anneal.types import Deployment, Prediction, Study, StudyEvent
 from anneal.v1 import anneal_pb2 as pb
@@ -40,7 +40,8 @@ def _read(path: str) -> bytes:
 class Client:
     """`Client("127.0.0.1:50051", token=...)`; every method returns domain types and raises
     AnnealError subclasses. With `ca_file` the channel is TLS (verifying the server with that
-    CA); `cert_file` and `key_file` add this client's certificate, for mutual TLS."""
+    CA); `cert_file` and `key_file` add this client's certificate, for mutual TLS. A token goes
+    in plaintext only to a loopback address, unless `insecure` says otherwise."""
 
     def __init__(
         self,
@@ -51,11 +52,18 @@ class Client:
         cert_file: str = "",
         key_file: str = "",
         timeout_s: float = 60.0,
+        insecure: bool = False,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        if ca_file or cert_file:
+        tls = bool(ca_file or cert_file)
+        if token and not tls and not insecure and not is_loopback(address):
+            raise AnnealError(
+                f"refusing to send a token in plaintext to {address}, which is not loopback: "
+                "give the server's CA (ca_file, ANNEAL_TLS_CA_FILE), or pass insecure"
+            )
+        if tls:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=_read(ca_file) if ca_file else None,
                 private_key=_read(key_file) if key_file else None,
@@ -67,12 +75,12 @@ class Client:
         self._stub = AnnealServiceStub(self._channel)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **changes: float) -> Client:
+    def from_settings(cls, settings: Settings, **changes: Any) -> Client:
         """A client as settings say: address, TLS files, and the token (`token`, else the
-        development token a local server keeps under home)."""
+        development token a server on this machine keeps under home)."""
         token = settings.token
         dev_token = settings.home / DEV_TOKEN_FILE
-        if not token and dev_token.exists():
+        if not token and dev_token.exists() and is_loopback(settings.grpc_address):
             token = dev_token.read_text().strip()
         return cls(
             settings.grpc_address,
@@ -80,6 +88,7 @@ class Client:
             ca_file=settings.tls_ca_file,
             cert_file=settings.tls_cert_file,
             key_file=settings.tls_key_file,
+            insecure=settings.insecure,
             **changes,
         )
 

@@ -8,6 +8,7 @@ object is passed down explicitly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,12 @@ class Settings(BaseSettings):
         "development token (home/dev-token, mode 0600) for one admin principal, and listens on loopback only.",
     )
     tokens: str = Field("", description="More principals, as the JSON the tokens file holds (ANNEAL_TOKENS).")
-    token: str = Field("", description="The bearer token a client sends; default home/dev-token when it exists.")
+    token: str = Field(
+        "",
+        repr=False,
+        description="The bearer token a client sends; default home/dev-token when it exists and the "
+        "server's address is loopback.",
+    )
     tls_cert_file: str = Field("", description="This side's certificate chain (PEM): the server's, or a client's.")
     tls_key_file: str = Field("", description="The private key (PEM) of tls_cert_file.")
     tls_ca_file: str = Field(
@@ -83,6 +89,7 @@ class Settings(BaseSettings):
     max_categorical_choices: int = Field(256, ge=2, description="Most choices of one categorical parameter.")
     max_trials: int = Field(10_000, ge=1, description="Largest budget.max_trials of one study.")
     max_predict_rows: int = Field(10_000, ge=1, description="Most rows in one Predict call.")
+    max_replicas: int = Field(8, ge=1, description="Most Serve replicas of one deployment.")
     max_watch_streams: int = Field(8, ge=1, description="Open WatchStudy streams per principal.")
     max_concurrent_studies: int = Field(
         8, ge=0, description="Default quota: pending or running studies per principal (a principal may set its own)."
@@ -122,8 +129,8 @@ class Settings(BaseSettings):
 
     def to_env(self, *, secrets: bool = False) -> dict[str, str]:
         """The settings as `ANNEAL_*` variables, to hand to a child process; without `secrets`
-        (a Ray job, whose environment the Jobs API shows), the client token stays out."""
-        values = self.model_dump(mode="json", exclude=None if secrets else {"token"})
+        (Ray, whose job environments the Jobs API shows), the client token and the principals stay out."""
+        values = self.model_dump(mode="json", exclude=None if secrets else {"token", "tokens"})
         return {f"ANNEAL_{key.upper()}": _env_value(value) for key, value in values.items()}
 
 
@@ -133,3 +140,15 @@ def _env_value(value: Any) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `host:port` names this machine only (127.0.0.0/8, ::1, localhost); a wildcard
+    such as 0.0.0.0 or a host name is not."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

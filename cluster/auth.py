@@ -10,27 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from anneal.client import DEV_TOKEN_FILE
 from anneal.errors import AnnealError, Unauthenticated
-from anneal.settings import Settings
+from anneal.settings import Settings, is_loopback
 from anneal.spec import NAME_PATTERN
 
 log = logging.getLogger("anneal.auth")
 
 LOCAL_PRINCIPAL = "local"  # the admin of a development server, and the owner of `anneal run` studies
-DEV_TOKEN_FILE = "dev-token"
 TOKENS_FILE = "tokens.json"
 OPEN_SERVICE_PREFIX = "/grpc.health.v1.Health/"
 MAX_TOKEN_CHARS = 512
@@ -56,6 +55,13 @@ class TokensFile(BaseModel):
 
     principals: list[Principal] = Field(default_factory=list)
 
+    @field_validator("principals")
+    @classmethod
+    def _local_is_reserved(cls, principals: list[Principal]) -> list[Principal]:
+        if any(p.name == LOCAL_PRINCIPAL for p in principals):
+            raise ValueError(f"{LOCAL_PRINCIPAL!r} is reserved: it owns the studies `anneal run` starts")
+        return principals
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -73,6 +79,8 @@ class TokenTable:
         names = [p.name for p in self.principals]
         if len(set(names)) != len(names):
             raise AnnealError(f"principal names must be unique; got {sorted(names)}")
+        if len({p.token_sha256 for p in self.principals}) != len(names):
+            raise AnnealError("two principals share one token; give each its own")
         self._digests = [(p, bytes.fromhex(p.token_sha256)) for p in self.principals]
 
     def authenticate(self, token: str | None) -> Principal | None:
@@ -117,7 +125,7 @@ def configured_principals(settings: Settings) -> list[Principal]:
 def dev_token(home: Path) -> str:
     """The development token under `home` (mode 0600), made on first use."""
     path = home / DEV_TOKEN_FILE
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -131,6 +139,8 @@ def dev_token(home: Path) -> str:
 def add_principal(path: Path, name: str, *, admin: bool = False, **quotas: int | None) -> str:
     """Adds (or replaces) `name` in the tokens file with a new token; returns the token, which
     is not stored anywhere."""
+    if name == LOCAL_PRINCIPAL:
+        raise AnnealError(f"{LOCAL_PRINCIPAL!r} is reserved: it owns the studies `anneal run` starts")
     token = new_token()
     principal = Principal(name=name, token_sha256=hash_token(token), admin=admin, **quotas)
     current = TokensFile.model_validate(json.loads(path.read_text())) if path.exists() else TokensFile()
@@ -141,22 +151,13 @@ def add_principal(path: Path, name: str, *, admin: bool = False, **quotas: int |
 
 def _write_private(path: Path, text: str) -> None:
     """Writes the whole file or nothing, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial.unlink(missing_ok=True)  # a leftover could have another mode, or be a symlink
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(partial, path)
-
-
-def is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name, or "" / "0.0.0.0"-like wildcards
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def server_security(settings: Settings) -> ServerSecurity:
         token = dev_token(settings.home)
         principals = [Principal(name=LOCAL_PRINCIPAL, token_sha256=hash_token(token), admin=True)]
         log.info("no tokens configured: the development token is in %s", settings.home / DEV_TOKEN_FILE)
+    check_data_roots(settings)
     credentials = server_credentials(settings)
     exposed = not is_loopback(settings.grpc_address)
     if exposed and (credentials is None or not configured):
@@ -189,6 +191,14 @@ def server_security(settings: Settings) -> ServerSecurity:
             )
         log.warning("listening on %s without TLS and configured tokens (--insecure)", settings.grpc_address)
     return ServerSecurity(TokenTable(principals), credentials, mutual_tls=bool(settings.tls_ca_file))
+
+
+def check_data_roots(settings: Settings) -> None:
+    """A data root that holds ANNEAL_HOME would let a spec read the tokens file and the stores."""
+    home = settings.home.resolve()
+    for root in settings.data_roots:
+        if root and home.is_relative_to(Path(root).resolve()):
+            raise AnnealError(f"the data root {root} holds ANNEAL_HOME ({home}); name a directory of data only")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -233,9 +243,11 @@ def principal_of(context: Any) -> Principal:
 
 
 def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The token of the first `authorization` header; its scheme is case-insensitive (RFC 6750)."""
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :].strip()
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
     return None
 
 
@@ -255,7 +267,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         if details.method.startswith(OPEN_SERVICE_PREFIX):
-            return _parse_strictly(handler, lambda context: context)
+            return handler  # as gRPC made it: its Watch streams hold no worker thread
         principal = self.tokens.authenticate(bearer_token(details.invocation_metadata))
         if principal is None:
             log.debug("refused a call of %s: no valid bearer token", details.method)
@@ -281,15 +293,26 @@ def _parse_strictly(handler: Any, contextualise: Callable[[Any], Any]) -> Any:
         except Exception:
             return UNDECODABLE
 
-    def wrap(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
+    def refuse(context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid message of this method")
+
+    def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        for request in requests:
             if request is UNDECODABLE:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid message of this method")
+                refuse(context)
+            yield request
+
+    def wrap(behaviour: Callable[[Any, Any], Any], streamed: bool) -> Callable[[Any, Any], Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            if streamed:
+                request = checked(request, context)
+            elif request is UNDECODABLE:
+                refuse(context)
             return behaviour(request, contextualise(context))
 
         return call
 
-    behaviours = {k: wrap(getattr(handler, k)) for k in _BEHAVIOURS if getattr(handler, k)}
+    behaviours = {k: wrap(getattr(handler, k), k.startswith("stream")) for k in _BEHAVIOURS if getattr(handler, k)}
     return handler._replace(request_deserializer=tolerant if parse else None, **behaviours)
 
 

@@ -24,6 +24,7 @@ from ray import tune
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Study, StudyState
+from cluster.auth import LOCAL_PRINCIPAL
 from cluster.recording import TrialRecorder, trial_config
 from cluster.resume import plan_resume, snapshot_trial_ids
 from cluster.serving import LoadedModel, app_name, write_model_package
@@ -134,7 +135,9 @@ def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writ
     store = Store(settings.store_url)
     study = store.get_study(study_id)
     spec = study.spec
-    info = check_spec(spec, allow_import_paths=allow_import_paths, data_roots=settings.data_roots)
+    # Only a study `anneal run` recorded (the cluster's own users) may name module:function.
+    allowed = allow_import_paths and study.owner == LOCAL_PRINCIPAL
+    info = check_spec(spec, allow_import_paths=allowed, data_roots=settings.data_roots)
     tracker = MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
     resumed: Study | None = None
     if resume and study.state is StudyState.RUNNING and study.mlflow_run_id:

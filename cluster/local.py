@@ -79,11 +79,15 @@ def ray_temp_dir(home: Path) -> str:
     return os.path.join(tempfile.gettempdir(), f"anneal-ray-{digest}")
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment of the processes `up` starts: the venv first on PATH, settings, Ray token auth."""
-    env = dict(os.environ)
+SECRET_ENV = frozenset({"ANNEAL_TOKEN", "ANNEAL_TOKENS"})
+
+
+def child_env(settings: Settings, *, secrets: bool = True) -> dict[str, str]:
+    """The environment of the processes `up` starts: the venv first on PATH, settings, Ray token
+    auth. Without `secrets` (Ray, whose workers and jobs inherit it), no anneal token or principal."""
+    env = {k: v for k, v in os.environ.items() if secrets or k not in SECRET_ENV}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.update(settings.to_env(secrets=True))
+    env.update(settings.to_env(secrets=secrets))
     env["RAY_AUTH_MODE"] = "token"
     env.update(NO_TELEMETRY_ENV)
     return env
@@ -125,7 +129,7 @@ def group_alive(sid: int) -> bool:
 def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalCluster:
     """Starts Ray and the gRPC server unless this ANNEAL_HOME has them running already."""
     home = settings.home
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # its tokens and stores are the user's alone
     existing = read_cluster(home)
     if existing and group_alive(existing.ray_pid) and group_alive(existing.server_pid):
         log(f"already up: gRPC {existing.grpc_address}, Ray dashboard {existing.ray_dashboard_url}")
@@ -152,7 +156,7 @@ def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalClus
 
 def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, log: Callable[[str], object]) -> int:
     """Starts the Ray head with `settings` in its environment (its jobs inherit them); returns its session id."""
-    env = child_env(settings)
+    env = child_env(settings, secrets=False)
     ensure_ray_token(env)
     log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)

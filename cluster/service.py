@@ -29,8 +29,9 @@ PREDICT_TIMEOUT_S = 30.0
 # Waits between sends of a Predict whose replica was lost: growing to the last, then steady.
 PREDICT_RETRY_WAITS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 DRIVER_KEEPER_INTERVAL_S = 1.0
+MAX_BATCH_SIZE = 4096  # as the spec's deploy.max_batch_size
 # Ids and names the service makes or accepts; anything else names nothing that exists.
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 
 
 def check_rows(rows: Sequence[Sequence[float]]) -> None:
@@ -58,6 +59,8 @@ def check_spec_limits(spec: StudySpec, settings: Settings) -> None:
             errors.append(FieldError(f"search_space.{name}.categorical", message))
     if spec.budget.max_trials > settings.max_trials:
         errors.append(FieldError("budget.max_trials", f"is {spec.budget.max_trials}; at most {settings.max_trials}"))
+    if spec.deploy.replicas > settings.max_replicas:
+        errors.append(FieldError("deploy.replicas", f"is {spec.deploy.replicas}; at most {settings.max_replicas}"))
     if errors:
         raise InvalidSpec(errors)
 
@@ -79,7 +82,7 @@ class StreamSlots:
     def hold(self, owner: str) -> Iterator[None]:
         with self._lock:
             if self._open[owner] >= self.limit:
-                raise ResourceExhausted(f"{owner} has {self.limit} WatchStudy streams open; at most {self.limit}")
+                raise ResourceExhausted(f"{owner} has {self.limit} WatchStudy streams open, the most allowed")
             self._open[owner] += 1
         try:
             yield
@@ -188,7 +191,7 @@ class AnnealService:
             )
 
     def get_study(self, study_id: str, principal: Principal) -> Study:
-        if not ID_PATTERN.match(study_id):
+        if not ID_PATTERN.fullmatch(study_id):
             raise NotFound(f"no study {study_id!r}")
         study = self.store.get_study(study_id)
         if not principal.sees(study.owner):
@@ -212,6 +215,7 @@ class AnnealService:
         with self._watches.hold(principal.name):
             cursor = after_sequence
             while not stopped():
+                ended = self.store.state_of(study_id).is_terminal  # read first: its last events precede it
                 batch = self.store.events_after(study_id, cursor)
                 for event in batch:
                     cursor = event.sequence
@@ -219,6 +223,8 @@ class AnnealService:
                     if event.kind is EventKind.STUDY_ENDED:
                         return
                 if not batch:
+                    if ended:  # a watch from past the study's last event
+                        return
                     time.sleep(poll_s)
 
     def cancel_study(self, study_id: str, principal: Principal) -> Study:
@@ -288,10 +294,10 @@ class AnnealService:
     # ------------------------------------------------------------ serving
 
     def deploy(self, study_id: str, principal: Principal, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
-        if replicas < 0:
-            raise InvalidSpec.field("replicas", "must be >= 0")
-        if max_batch_size < 0:
-            raise InvalidSpec.field("max_batch_size", "must be >= 0")
+        if not 0 <= replicas <= self.settings.max_replicas:
+            raise InvalidSpec.field("replicas", f"must be between 0 and {self.settings.max_replicas}")
+        if not 0 <= max_batch_size <= MAX_BATCH_SIZE:
+            raise InvalidSpec.field("max_batch_size", f"must be between 0 and {MAX_BATCH_SIZE}")
         self.get_study(study_id, principal)
         deployment = deploy_study(self.store, self.settings, study_id, replicas, max_batch_size)
         self._routes.pop((deployment.owner, deployment.name), None)
@@ -301,7 +307,7 @@ class AnnealService:
         """(owner, name) of the deployment `name` (the caller's own) or `owner/name` names."""
         owner, _, plain = name.rpartition("/")
         owner = owner or principal.name
-        if not ID_PATTERN.match(plain) or not ID_PATTERN.match(owner) or not principal.sees(owner):
+        if not ID_PATTERN.fullmatch(plain) or not ID_PATTERN.fullmatch(owner) or not principal.sees(owner):
             raise NotFound(f"no deployment {name!r}")
         return owner, plain
 
@@ -323,6 +329,9 @@ class AnnealService:
 
         try:
             answers = self._route(key, name).predict([list(r) for r in rows], timeout_s=PREDICT_TIMEOUT_S)
+        except TimeoutError:
+            self._routes.pop(key, None)
+            raise Unavailable(f"deployment {name} did not answer within {PREDICT_TIMEOUT_S:.0f} s") from None
         except RayTaskError as error:
             if isinstance(error.cause, ValueError | TypeError):
                 raise InvalidSpec.field("rows", str(error.cause)) from None

@@ -163,7 +163,7 @@ class Store:
         self.engine = create_engine(url)
         self._writes = self.engine.execution_options(**{WRITE: True})
         metadata.create_all(self._writes)
-        _add_missing_columns(self._writes)
+        _upgrade(self._writes)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -266,6 +266,13 @@ class Store:
                 .values(ray_job_id=new_job_id, driver_restarts=studies.c.driver_restarts + 1, updated_at=now())
             )
         return bool(result.rowcount == 1)
+
+    def state_of(self, study_id: str) -> StudyState:
+        with self.engine.connect() as conn:
+            state = conn.execute(sa.select(studies.c.state).where(studies.c.study_id == study_id)).scalar()
+        if state is None:
+            raise NotFound(f"no study {study_id!r}")
+        return StudyState(state)
 
     def count_studies(self, states: Iterable[StudyState]) -> int:
         with self.engine.connect() as conn:
@@ -428,18 +435,49 @@ class Store:
         )
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Adds the columns a newer anneal defines to tables an older one created (each has a
-    default), so an existing store keeps working; nothing is dropped or rewritten."""
-    with engine.begin() as conn:
+def _upgrade(engine: Engine) -> None:
+    """Brings a store an older anneal made up to this one's tables: missing columns (each has
+    a default) and indexes are added, and deployments are re-keyed by owner and name. Costs
+    one look at the schema when nothing is missing."""
+    with engine.connect() as conn:
         inspector = sa.inspect(conn)
-        # An older store kept active study names unique across owners.
+        missing = _missing_columns(inspector)
+        indexes = {i["name"] for t in metadata.sorted_tables for i in inspector.get_indexes(t.name)}
+        rekey = inspector.get_pk_constraint(deployments.name)["constrained_columns"] == ["name"]
+    wanted = {i.name for t in metadata.sorted_tables for i in t.indexes}
+    if not missing and not rekey and wanted <= indexes and "active_study_name" not in indexes:
+        return
+    with engine.begin() as conn:
+        for table_name, column in missing:
+            conn.execute(sa.text(_add_column_statement(table_name, column, engine)))
+        # The older index kept active study names unique across owners.
         conn.execute(sa.text("DROP INDEX IF EXISTS active_study_name"))
+        if rekey:
+            _rekey_deployments(conn)
         for table in metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present:
-                    conn.execute(sa.text(_add_column_statement(table.name, column, engine)))
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
+def _missing_columns(inspector: Any) -> list[tuple[str, sa.Column[Any]]]:
+    found = []
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        found += [(table.name, column) for column in table.columns if column.name not in present]
+    return found
+
+
+def _rekey_deployments(conn: Connection) -> None:
+    """Deployments keyed by name alone become keyed by (owner, name): a new table, the rows
+    copied over, the old one dropped (neither SQLite nor a portable ALTER changes a key)."""
+    scratch = sa.MetaData()
+    studies.to_metadata(scratch)
+    rekeyed = deployments.to_metadata(scratch, name="deployments_rekeyed")
+    rekeyed.create(conn)
+    columns = ", ".join(f'"{c.name}"' for c in deployments.columns)
+    conn.execute(sa.text(f"INSERT INTO deployments_rekeyed ({columns}) SELECT {columns} FROM deployments"))
+    conn.execute(sa.text("DROP TABLE deployments"))
+    conn.execute(sa.text("ALTER TABLE deployments_rekeyed RENAME TO deployments"))
 
 
 def _add_column_statement(table: str, column: sa.Column[Any], engine: Engine) -> str:

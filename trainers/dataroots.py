@@ -114,4 +114,9 @@ def open_regular_file(real: Path) -> Iterator[BinaryIO]:
         raise _refuse("the file cannot be opened") from None
     with os.fdopen(fd, "rb") as handle:
         _check_regular_file(os.fstat(fd), "the file")
+        # O_NOFOLLOW guards the last component only: a directory above it swapped for a symlink
+        # since the check shows here, as a different path behind the descriptor (Linux).
+        proc = f"/proc/self/fd/{fd}"
+        if os.path.exists(proc) and os.readlink(proc) != str(real):
+            raise _refuse("the file moved while it was opened")
         yield handle

@@ -165,6 +165,7 @@ def test_the_trial_quota_sums_concurrent_trials(
         ({"budget": {"max_trials": 10_001}}, "budget.max_trials"),
         ({"search_space": {f"p{i}": {"float": {"low": 0, "high": 1}} for i in range(33)}}, "search_space"),
         ({"search_space": {"optimizer": {"categorical": list(range(257))}}}, "search_space.optimizer.categorical"),
+        ({"deploy": {"replicas": 9}}, "deploy.replicas"),
     ],
 )
 def test_specs_over_the_limits_are_refused_by_field(
@@ -174,6 +175,23 @@ def test_specs_over_the_limits_are_refused_by_field(
         service.create_study(spec(example_data, **changes), ALICE)
     assert field in [e.path for e in refused.value.errors]
     assert jobs.submitted == []
+
+
+def test_deploy_refuses_more_replicas_than_the_limit(service: AnnealService, example_data: dict[str, Any]) -> None:
+    study = service.create_study(spec(example_data), ALICE)
+    with pytest.raises(InvalidSpec, match="replicas: must be between 0 and 8"):
+        service.deploy(study.study_id, ALICE, replicas=2**31 - 1)
+    with pytest.raises(InvalidSpec, match="max_batch_size"):
+        service.deploy(study.study_id, ALICE, max_batch_size=5000)
+
+
+def test_a_watch_from_past_an_ended_studys_last_event_ends(
+    service: AnnealService, example_data: dict[str, Any]
+) -> None:
+    study = service.create_study(spec(example_data), ALICE)
+    service.cancel_study(study.study_id, ALICE)
+    events = list(service.watch_study(study.study_id, ALICE, poll_s=0.01))
+    assert list(service.watch_study(study.study_id, ALICE, events[-1].sequence + 100, poll_s=0.01)) == []
 
 
 def test_predict_refuses_more_rows_than_the_limit(

@@ -11,7 +11,7 @@ import pytest
 
 from anneal.client import Client
 from anneal.errors import AnnealError
-from anneal.settings import Settings
+from anneal.settings import Settings, is_loopback
 from cluster.auth import (
     DEV_TOKEN_FILE,
     LOCAL_PRINCIPAL,
@@ -21,7 +21,6 @@ from cluster.auth import (
     configured_principals,
     dev_token,
     hash_token,
-    is_loopback,
     server_security,
 )
 from tests.tls import make_certificates
@@ -47,8 +46,23 @@ def test_principal_names_are_unique() -> None:
 
 def test_bearer_token_reads_only_the_authorization_header() -> None:
     assert bearer_token([("x-other", "Bearer nope"), ("authorization", "Bearer abc")]) == "abc"
+    assert bearer_token([("authorization", "bearer abc")]) == "abc"  # the scheme is case-insensitive
     assert bearer_token([("authorization", "Basic abc")]) is None
     assert bearer_token(None) is None
+
+
+def test_two_principals_cannot_share_a_token() -> None:
+    twin = principal("alice").model_copy(update={"name": "bob"})
+    with pytest.raises(AnnealError, match="share one token"):
+        TokenTable([principal("alice"), twin])
+
+
+def test_the_local_principal_is_reserved(tmp_path: Path) -> None:
+    with pytest.raises(AnnealError, match="reserved"):
+        add_principal(tmp_path / "tokens.json", LOCAL_PRINCIPAL)
+    listed = json.dumps({"principals": [{"name": LOCAL_PRINCIPAL, "token_sha256": hash_token("t")}]})
+    with pytest.raises(AnnealError, match="reserved"):
+        configured_principals(Settings.load(home=tmp_path, tokens=listed))
 
 
 def test_the_tokens_file_holds_hashes_only_and_is_private(tmp_path: Path) -> None:
@@ -92,12 +106,21 @@ def test_without_tokens_a_development_token_is_made_once_and_private(tmp_path: P
     assert security.credentials is None
 
 
-def test_the_client_sends_the_development_token_by_default(tmp_path: Path) -> None:
+def test_the_client_sends_the_development_token_to_loopback_only(tmp_path: Path) -> None:
     token = dev_token(tmp_path)
     client = Client.from_settings(Settings.load(home=tmp_path))
     assert client._metadata == (("authorization", f"Bearer {token}"),)
     chosen = Client.from_settings(Settings.load(home=tmp_path, token="mine"))
     assert chosen._metadata == (("authorization", "Bearer mine"),)
+    remote = Client.from_settings(Settings.load(home=tmp_path, grpc_address="anneal.example.com:50051"))
+    assert remote._metadata == ()
+
+
+def test_the_client_sends_no_token_in_plaintext_beyond_loopback() -> None:
+    with pytest.raises(AnnealError, match="refusing to send a token in plaintext"):
+        Client("10.0.0.5:50051", token="t")
+    Client("10.0.0.5:50051", token="t", insecure=True).close()  # said so explicitly
+    Client("127.0.0.1:50051", token="t").close()
 
 
 @pytest.mark.parametrize(
@@ -156,7 +179,20 @@ def test_tls_settings_that_cannot_work_are_refused(tmp_path: Path, changes: dict
         server_security(Settings.load(home=tmp_path, **changes))
 
 
-def test_a_ray_job_never_sees_the_client_token(tmp_path: Path) -> None:
-    settings = Settings.load(home=tmp_path, token="secret")
-    assert "ANNEAL_TOKEN" not in settings.to_env()
+def test_ray_never_sees_the_client_token_or_the_principals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster.local import child_env
+
+    settings = Settings.load(home=tmp_path, token="secret", tokens='{"principals": []}')
+    assert {"ANNEAL_TOKEN", "ANNEAL_TOKENS"}.isdisjoint(settings.to_env())
     assert settings.to_env(secrets=True)["ANNEAL_TOKEN"] == "secret"
+    monkeypatch.setenv("ANNEAL_TOKEN", "inherited")
+    assert "ANNEAL_TOKEN" not in child_env(settings, secrets=False)  # what `ray start` and its jobs get
+    assert "secret" not in repr(settings)
+
+
+def test_a_data_root_holding_anneal_home_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for root in (str(tmp_path), str(home)):
+        with pytest.raises(AnnealError, match="holds ANNEAL_HOME"):
+            server_security(Settings.load(home=home, data_roots=[root]))
+    server_security(Settings.load(home=home))  # the default, home/data, holds no secrets

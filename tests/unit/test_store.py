@@ -413,6 +413,19 @@ def test_a_store_an_older_anneal_made_gains_the_new_columns(tmp_path: Path, exam
         conn.execute(sa.text("CREATE UNIQUE INDEX active_study_name ON studies (name)"))
         conn.execute(
             sa.text(
+                "CREATE TABLE deployments (name VARCHAR(128) PRIMARY KEY, study_id VARCHAR(64) NOT NULL, "
+                "state VARCHAR(16) NOT NULL, replicas INTEGER NOT NULL, route VARCHAR(256) NOT NULL, "
+                "model_uri TEXT NOT NULL, updated_at DATETIME NOT NULL, error TEXT NOT NULL, max_batch_size INTEGER)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO deployments VALUES ('digits-mlp', 'st-old', 'RUNNING', 1, '/models/digits-mlp', "
+                "'runs:/abc/model', '2024-01-01 00:00:00', '', 1)"
+            )
+        )
+        conn.execute(
+            sa.text(
                 "INSERT INTO studies VALUES ('st-old', 'digits-mlp', :spec, 'SUCCEEDED', '', '2024-01-01 00:00:00', "
                 "'2024-01-01 00:00:00', '', '{}', '', '', '', '', 0, '')"
             ),
@@ -422,9 +435,16 @@ def test_a_store_an_older_anneal_made_gains_the_new_columns(tmp_path: Path, exam
     store = Store(url)
     old = store.get_study("st-old")
     assert (old.owner, old.driver_restarts) == ("", 0)
-    store.create_study(example_spec, owner="alice")
+    assert store.get_deployment("digits-mlp").route == "/models/digits-mlp"
+    alices = store.create_study(example_spec, owner="alice")
     store.create_study(example_spec, owner="bob")  # the old store's global name index is gone
+    with pytest.raises(Conflict):
+        store.create_study(example_spec, owner="alice")
+    for owner in ("alice", "bob"):  # deployments are keyed by owner and name now
+        store.put_deployment(deployment(alices.study_id, DeploymentState.RUNNING).model_copy(update={"owner": owner}))
+    assert store.get_deployment("digits-mlp", "bob").owner == "bob"
     store.close()
+    Store(url).close()  # a second start finds nothing to change
 
 
 # ------------------------------------------------------------------ pickling
