@@ -174,11 +174,6 @@ def server_security(settings: Settings) -> ServerSecurity:
     token for the admin `local`. Refuses a non-loopback address unless TLS and configured
     tokens are on, or `insecure` says otherwise."""
     configured = configured_principals(settings)
-    principals = configured
-    if not configured:
-        token = dev_token(settings.home)
-        principals = [Principal(name=LOCAL_PRINCIPAL, token_sha256=hash_token(token), admin=True)]
-        log.info("no tokens configured: the development token is in %s", settings.home / DEV_TOKEN_FILE)
     check_data_roots(settings)
     credentials = server_credentials(settings)
     exposed = not is_loopback(settings.grpc_address)
@@ -190,6 +185,11 @@ def server_security(settings: Settings) -> ServerSecurity:
                 "pass --insecure to do it anyway"
             )
         log.warning("listening on %s without TLS and configured tokens (--insecure)", settings.grpc_address)
+    principals = configured
+    if not configured:
+        token = dev_token(settings.home)
+        principals = [Principal(name=LOCAL_PRINCIPAL, token_sha256=hash_token(token), admin=True)]
+        log.info("no tokens configured: the development token is in %s", settings.home / DEV_TOKEN_FILE)
     return ServerSecurity(TokenTable(principals), credentials, mutual_tls=bool(settings.tls_ca_file))
 
 

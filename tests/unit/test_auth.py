@@ -152,6 +152,7 @@ def test_an_exposed_address_needs_tls_and_configured_tokens(tmp_path: Path) -> N
     for changes in ({}, {"tokens": tokens}, tls):
         with pytest.raises(AnnealError, match="refusing to listen on 0.0.0.0:50051"):
             server_security(exposed(tmp_path, **changes))
+    assert not (tmp_path / DEV_TOKEN_FILE).exists()  # a refused server leaves nothing behind
     security = server_security(exposed(tmp_path, tokens=tokens, **tls))
     assert security.credentials is not None and not security.mutual_tls
     mutual = server_security(exposed(tmp_path, tokens=tokens, tls_ca_file=certificates.ca, **tls))
