@@ -142,10 +142,16 @@ class RunningServer:
 
 
 def start_server(
-    service: AnnealService, address: str, security: ServerSecurity, *, reflection_on: bool = False
+    service: AnnealService,
+    address: str,
+    security: ServerSecurity,
+    *,
+    reflection_on: bool = False,
+    tend_drivers: bool = True,
 ) -> RunningServer:
     """Starts serving on `address` (port 0 picks a free one) and returns at once. Every call but
-    the health service's needs a token of `security`; with its credentials, over TLS."""
+    the health service's needs a token of `security`; with its credentials, over TLS. Without
+    `tend_drivers`, another server of the same service keeps the study drivers."""
     stopping = threading.Event()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="anneal-rpc"),
@@ -168,7 +174,11 @@ def start_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    threading.Thread(target=service.keep_drivers, args=(stopping,), name="anneal-driver-keeper", daemon=True).start()
+    if tend_drivers:
+        keeper = threading.Thread(
+            target=service.keep_drivers, args=(stopping,), name="anneal-driver-keeper", daemon=True
+        )
+        keeper.start()
     return RunningServer(server, port, health_servicer, stopping)
 
 

@@ -23,6 +23,7 @@ from anneal.settings import Settings
 from cluster.auth import Principal, ServerSecurity, TokensFile, TokenTable, hash_token, new_token
 from cluster.local import RAY_STOP_S, LocalCluster, plan_cluster, start_ray, stop_group
 from cluster.server import RunningServer, build_service, start_server
+from cluster.service import AnnealService
 from tests.tls import Certificates, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,7 @@ class Stack:
     address: str
     tokens: dict[str, str]  # principal -> token
     certificates: Certificates
+    service: AnnealService
 
     def channel(self) -> grpc.Channel:
         """A raw mutual-TLS channel to the session's server; calls need `metadata(...)`."""
@@ -93,8 +95,9 @@ def stack() -> Iterator[Stack]:
         security = ServerSecurity(
             TokenTable(TokensFile.model_validate_json(listed).principals), _mutual_tls(certificates)
         )
-        server = start_server(build_service(settings), "127.0.0.1:0", security, reflection_on=True)
-        yield Stack(settings, cluster, server, f"127.0.0.1:{server.port}", tokens, certificates)
+        service = build_service(settings)
+        server = start_server(service, "127.0.0.1:0", security, reflection_on=True)
+        yield Stack(settings, cluster, server, f"127.0.0.1:{server.port}", tokens, certificates, service)
     finally:
         if server is not None:
             server.stop(grace_s=1)

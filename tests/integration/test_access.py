@@ -16,11 +16,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from anneal import StudySpec, StudyState
+from anneal import Client, StudySpec, StudyState
 from anneal.errors import InvalidSpec, NotFound, ResourceExhausted
+from anneal.settings import Settings
 from anneal.types import Deployment, DeploymentState
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
+from cluster.auth import server_security
+from cluster.server import start_server
 from cluster.store import Store, now
 from tests.integration.conftest import WATCH_STREAMS, Stack
 
@@ -103,6 +106,29 @@ def test_the_server_speaks_only_mutual_tls(stack: Stack, caller: str) -> None:
     with channel:
         code = call(channel, "ListStudies", stack.metadata("alice"))
     assert code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_server_with_tls_alone_serves_clients_without_certificates(stack: Stack, tmp_path: Path) -> None:
+    """TLS and the tokens from settings, as `anneal serve` builds them, on the session's service."""
+    tls = stack.certificates
+    settings = Settings.load(
+        home=tmp_path,
+        grpc_address="127.0.0.1:0",
+        tokens=stack.settings.tokens,
+        tls_cert_file=tls.server.cert,
+        tls_key_file=tls.server.key,
+    )
+    security = server_security(settings)
+    assert security.credentials is not None and not security.mutual_tls
+    server = start_server(stack.service, settings.grpc_address, security, tend_drivers=False)
+    try:
+        address = f"127.0.0.1:{server.port}"
+        with Client(address, token=stack.tokens["bob"], ca_file=tls.ca) as bob:
+            assert all(s.owner == "bob" for s in bob.list_studies())
+        with grpc.insecure_channel(address) as plaintext:
+            assert call(plaintext, "ListStudies", stack.metadata("bob")) is grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace_s=0)
 
 
 def test_another_principals_study_is_not_found(stack: Stack, alices_study: str) -> None:
