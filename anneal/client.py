@@ -30,11 +30,12 @@ def _call(fn: Callable[[], T]) -> T:
 DEV_TOKEN_FILE = "dev-token"  # written by a server that has no tokens configured (cluster.auth)
 
 
-def _read(path: str) -> bytes:
+def read_pem(path: str, what: str) -> bytes:
+    """A certificate or key file, for the client's TLS here and the server's in cluster.auth."""
     try:
         return Path(path).read_bytes()
     except OSError as error:
-        raise AnnealError(f"cannot read {path}: {error.strerror}") from None
+        raise AnnealError(f"cannot read the {what} {path}: {error.strerror}") from None
 
 
 class Client:
@@ -65,9 +66,9 @@ class Client:
             )
         if tls:
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(ca_file) if ca_file else None,
-                private_key=_read(key_file) if key_file else None,
-                certificate_chain=_read(cert_file) if cert_file else None,
+                root_certificates=read_pem(ca_file, "server CA") if ca_file else None,
+                private_key=read_pem(key_file, "TLS key") if key_file else None,
+                certificate_chain=read_pem(cert_file, "TLS certificate") if cert_file else None,
             )
             self._channel = grpc.secure_channel(address, credentials)
         else:

@@ -17,6 +17,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CLUSTER_FILE = "cluster.json"
+# Settings that stay out of Ray, whose job environments the Jobs API shows.
+SECRET_FIELDS = frozenset({"token", "tokens"})
+SECRET_ENV = frozenset(f"ANNEAL_{name.upper()}" for name in SECRET_FIELDS)
 
 
 class Settings(BaseSettings):
@@ -130,7 +133,7 @@ class Settings(BaseSettings):
     def to_env(self, *, secrets: bool = False) -> dict[str, str]:
         """The settings as `ANNEAL_*` variables, to hand to a child process; without `secrets`
         (Ray, whose job environments the Jobs API shows), the client token and the principals stay out."""
-        values = self.model_dump(mode="json", exclude=None if secrets else {"token", "tokens"})
+        values = self.model_dump(mode="json", exclude=None if secrets else set(SECRET_FIELDS))
         return {f"ANNEAL_{key.upper()}": _env_value(value) for key, value in values.items()}
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from anneal.client import DEV_TOKEN_FILE
+from anneal.client import DEV_TOKEN_FILE, read_pem
 from anneal.errors import AnnealError, Unauthenticated
 from anneal.settings import Settings, is_loopback
 from anneal.spec import NAME_PATTERN
@@ -30,6 +30,7 @@ from anneal.spec import NAME_PATTERN
 log = logging.getLogger("anneal.auth")
 
 LOCAL_PRINCIPAL = "local"  # the admin of a development server, and the owner of `anneal run` studies
+LOCAL_IS_RESERVED = f"{LOCAL_PRINCIPAL!r} is reserved: it owns the studies `anneal run` starts"
 TOKENS_FILE = "tokens.json"
 OPEN_SERVICE_PREFIX = "/grpc.health.v1.Health/"
 MAX_TOKEN_CHARS = 512
@@ -59,7 +60,7 @@ class TokensFile(BaseModel):
     @classmethod
     def _local_is_reserved(cls, principals: list[Principal]) -> list[Principal]:
         if any(p.name == LOCAL_PRINCIPAL for p in principals):
-            raise ValueError(f"{LOCAL_PRINCIPAL!r} is reserved: it owns the studies `anneal run` starts")
+            raise ValueError(LOCAL_IS_RESERVED)
         return principals
 
 
@@ -140,7 +141,7 @@ def add_principal(path: Path, name: str, *, admin: bool = False, **quotas: int |
     """Adds (or replaces) `name` in the tokens file with a new token; returns the token, which
     is not stored anywhere."""
     if name == LOCAL_PRINCIPAL:
-        raise AnnealError(f"{LOCAL_PRINCIPAL!r} is reserved: it owns the studies `anneal run` starts")
+        raise AnnealError(LOCAL_IS_RESERVED)  # before the file is read: a TokensFile would refuse it too
     token = new_token()
     principal = Principal(name=name, token_sha256=hash_token(token), admin=admin, **quotas)
     current = TokensFile.model_validate(json.loads(path.read_text())) if path.exists() else TokensFile()
@@ -201,13 +202,6 @@ def check_data_roots(settings: Settings) -> None:
             raise AnnealError(f"the data root {root} holds ANNEAL_HOME ({home}); name a directory of data only")
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise AnnealError(f"cannot read the {what} {path}: {error.strerror}") from None
-
-
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if not settings.tls_cert_file and not settings.tls_key_file:
         if settings.tls_ca_file:
@@ -215,8 +209,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     if not (settings.tls_cert_file and settings.tls_key_file):
         raise AnnealError("TLS needs both tls_cert_file and tls_key_file")
-    pair = (_read(settings.tls_key_file, "TLS key"), _read(settings.tls_cert_file, "TLS certificate"))
-    client_ca = _read(settings.tls_ca_file, "client CA") if settings.tls_ca_file else None
+    pair = (read_pem(settings.tls_key_file, "TLS key"), read_pem(settings.tls_cert_file, "TLS certificate"))
+    client_ca = read_pem(settings.tls_ca_file, "client CA") if settings.tls_ca_file else None
     # Without require_client_auth, gRPC would skip the client check silently.
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
@@ -272,7 +266,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         if principal is None:
             log.debug("refused a call of %s: no valid bearer token", details.method)
             return _refuse(handler)
-        return _parse_strictly(handler, lambda context: CallContext(context, principal))
+        return _parse_strictly(handler, principal)
 
 
 class _Undecodable:
@@ -282,9 +276,9 @@ class _Undecodable:
 UNDECODABLE = _Undecodable()
 
 
-def _parse_strictly(handler: Any, contextualise: Callable[[Any], Any]) -> Any:
-    """The handler with the caller's context, answering INVALID_ARGUMENT for bytes that are not its
-    request message (gRPC itself would answer INTERNAL)."""
+def _parse_strictly(handler: Any, principal: Principal) -> Any:
+    """The handler with the caller's principal in its context, answering INVALID_ARGUMENT for
+    bytes that are not its request message (gRPC itself would answer INTERNAL)."""
     parse = handler.request_deserializer
 
     def tolerant(data: bytes) -> Any:
@@ -308,7 +302,7 @@ def _parse_strictly(handler: Any, contextualise: Callable[[Any], Any]) -> Any:
                 request = checked(request, context)
             elif request is UNDECODABLE:
                 refuse(context)
-            return behaviour(request, contextualise(context))
+            return behaviour(request, CallContext(context, principal))
 
         return call
 

@@ -14,7 +14,7 @@ from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import StudyState
 from cluster.local import down, up
-from trainers.datasets import load_splits
+from trainers.datasets import load_dataset
 
 REQUIRED_ACCURACY = 0.95
 PREDICT_BATCH = 64
@@ -37,8 +37,7 @@ def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Cons
                 return 1
             console.print("deploying the best trial to Ray Serve ...")
             deployment = client.deploy(study.study_id)
-            d = spec.dataset
-            data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
+            data = load_dataset(spec.dataset, settings.data_roots)
             rows = data.x_test.tolist()
             labels = []
             for start in range(0, len(rows), PREDICT_BATCH):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from anneal.settings import CLUSTER_FILE, Settings
+from anneal.settings import CLUSTER_FILE, SECRET_ENV, Settings
 
 LOOPBACK = "127.0.0.1"
 # Ray's usage stats and MLflow's telemetry phone home by default; anneal's processes do not.
@@ -77,9 +77,6 @@ def ray_temp_dir(home: Path) -> str:
     # Ray's socket paths must stay under the 107-byte limit: keep the dir short.
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
     return os.path.join(tempfile.gettempdir(), f"anneal-ray-{digest}")
-
-
-SECRET_ENV = frozenset({"ANNEAL_TOKEN", "ANNEAL_TOKENS"})
 
 
 def child_env(settings: Settings, *, secrets: bool = True) -> dict[str, str]:
@@ -266,41 +263,47 @@ def _wait_for_ray(dashboard_url: str, pid: int) -> None:
             time.sleep(1.0)
 
 
-def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not group_alive(pid):
-                raise RuntimeError(f"the anneal server exited during start-up; see {log_path}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the anneal server did not answer within {START_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
-
-
-def _wait_for_port(address: str, pid: int, log_path: Path) -> None:
-    host, _, port = address.rpartition(":")
+def _wait_for_server(ready: Callable[[], bool], pid: int, log_path: Path) -> None:
+    """Until `ready()`; fails when the server's process group ends or START_TIMEOUT_S passes."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if not group_alive(pid):
             raise RuntimeError(f"the anneal server exited during start-up; see {log_path}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the anneal server did not answer within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.5)
+
+
+def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        _wait_for_server(serving, pid, log_path)
+
+
+def _wait_for_port(address: str, pid: int, log_path: Path) -> None:
+    host, _, port = address.rpartition(":")
+
+    def listening() -> bool:
         try:
             socket.create_connection((host.strip("[]") or LOOPBACK, int(port)), timeout=2).close()
-            return
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the anneal server did not listen within {START_TIMEOUT_S:.0f} s")
-        time.sleep(0.5)
+            return False
+        return True
+
+    _wait_for_server(listening, pid, log_path)
 
 
 def down(settings: Settings, *, log: Callable[[str], object] = print) -> None:

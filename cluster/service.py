@@ -312,7 +312,11 @@ class AnnealService:
         return owner, plain
 
     def get_deployment(self, name: str, principal: Principal) -> Deployment:
-        owner, plain = self._deployment_key(name, principal)
+        return self._stored_deployment(self._deployment_key(name, principal), name)
+
+    def _stored_deployment(self, key: tuple[str, str], name: str) -> Deployment:
+        """The stored deployment of `key`; NotFound names it as the caller did."""
+        owner, plain = key
         try:
             return self.store.get_deployment(plain, owner)
         except NotFound:
@@ -351,18 +355,14 @@ class AnnealService:
         route = self._routes.get(key)
         if route is not None:
             return route
-        owner, plain = key
-        try:
-            deployment = self.store.get_deployment(plain, owner)
-        except NotFound:
-            raise NotFound(f"no deployment {name!r}") from None
+        deployment = self._stored_deployment(key, name)
         if deployment.state is not DeploymentState.RUNNING:
             raise FailedPrecondition(f"deployment {name} is {deployment.state.value}")
         from ray import serve
         from ray.serve.exceptions import RayServeException
 
         try:
-            handle = serve.get_app_handle(app_name(owner, plain))
+            handle = serve.get_app_handle(app_name(*key))
         except RayServeException as error:
             raise NotFound(f"deployment {name} is not running in Ray Serve: {error}") from None
 

@@ -3,7 +3,7 @@
 The Ray head is started the way `anneal up` starts it (own temp dir, loopback
 ports, token authentication on) under a temporary ANNEAL_HOME, and stopped at
 the end of the session: only the processes this session started are stopped.
-The server speaks mutual TLS and knows three principals: alice, bob and admin.
+The server speaks mutual TLS and knows four principals: alice, bob, admin and fuzz.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from anneal import Client, StudySpec
 from anneal.settings import Settings
-from cluster.auth import Principal, ServerSecurity, TokensFile, TokenTable, hash_token, new_token
+from cluster.auth import Principal, TokensFile, hash_token, new_token, server_security
 from cluster.local import RAY_STOP_S, LocalCluster, plan_cluster, start_ray, stop_group
 from cluster.server import RunningServer, build_service, start_server
 from cluster.service import AnnealService
@@ -74,12 +74,6 @@ def _principals() -> tuple[dict[str, str], str]:
     return tokens, TokensFile(principals=listed).model_dump_json()
 
 
-def _mutual_tls(certificates: Certificates) -> grpc.ServerCredentials:
-    pair = (Path(certificates.server.key).read_bytes(), Path(certificates.server.cert).read_bytes())
-    ca = Path(certificates.ca).read_bytes()
-    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="anneal-it-"))
@@ -92,9 +86,9 @@ def stack() -> Iterator[Stack]:
     cluster.ray_pid = start_ray(settings, cluster, dashboard_port, log=lambda _: None)
     server = None
     try:
-        security = ServerSecurity(
-            TokenTable(TokensFile.model_validate_json(listed).principals), _mutual_tls(certificates)
-        )
+        tls = {"tls_cert_file": certificates.server.cert, "tls_key_file": certificates.server.key}
+        security = server_security(settings.model_copy(update={**tls, "tls_ca_file": certificates.ca}))
+        assert security.mutual_tls
         service = build_service(settings)
         server = start_server(service, "127.0.0.1:0", security, reflection_on=True)
         yield Stack(settings, cluster, server, f"127.0.0.1:{server.port}", tokens, certificates, service)
