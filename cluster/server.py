@@ -6,6 +6,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -203,6 +204,19 @@ def warm_up(settings: Settings) -> None:
     MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
 
 
+def wait_for_stop_signal(poll_s: float = 0.2) -> int:
+    """Returns the first SIGTERM or SIGINT received. The handler only appends to a list: it runs
+    between the main thread's bytecodes, where taking a lock the main thread may hold (an Event's)
+    would deadlock. The main thread polls because a signal the kernel hands to one of gRPC's or
+    Ray's threads does not wake a main thread that waits without a timeout."""
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: received.append(number))
+    while not received:
+        time.sleep(poll_s)
+    return received[0]
+
+
 def serve_forever(settings: Settings) -> None:
     """`anneal serve`: runs until SIGTERM or SIGINT, then drains in-flight calls."""
     security = server_security(settings)  # refuses an exposed address before anything starts
@@ -210,10 +224,7 @@ def serve_forever(settings: Settings) -> None:
     running = start_server(service, settings.grpc_address, security, reflection_on=settings.reflection)
     transport = "mutual TLS" if security.mutual_tls else "TLS" if security.credentials else "plaintext"
     log.info("anneal gRPC server listening on %s (%s, bearer tokens)", settings.grpc_address, transport)
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    done.wait()
+    wait_for_stop_signal()
     log.info("shutting down")
     running.stop()
     service.jobs.stop_standby()

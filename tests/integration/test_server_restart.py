@@ -106,7 +106,7 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(stack: Stack) -> No
     with server_process(stack) as (server, address), stack.client(address=address) as client:
         study_id = client.create_study(slow_spec("it-server-sigterm", trials=2, epochs=40)).study_id
         with grpc.insecure_channel(address) as channel:
-            statuses = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            statuses = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=START_S)
             assert next(statuses).status == health_pb2.HealthCheckResponse.SERVING
 
             def watch() -> None:  # an in-flight call when the signal comes
