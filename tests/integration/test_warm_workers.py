@@ -19,16 +19,24 @@ pytestmark = pytest.mark.integration
 WAIT_S = 120.0
 
 
-def standby_job(stack: Stack) -> tuple[str, int]:
-    """The Ray job id of the running standby driver, and when it started (ms)."""
+def free_standby_job(stack: Stack) -> tuple[str, str, int]:
+    """The standby driver that has no study yet: its submission id (a study's `ray_job_id`), its
+    Ray job id (its actors'), and when it started (ms). Standby jobs that took a study keep
+    their metadata and may still be running it."""
     jobs = JobSubmissionClient(stack.settings.ray_dashboard_url)
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         for job in jobs.list_jobs():
-            if (job.metadata or {}).get(STANDBY_METADATA) and job.status is JobStatus.RUNNING and job.job_id:
-                return job.job_id, int(job.start_time or 0)
+            standby = (job.metadata or {}).get(STANDBY_METADATA) and job.status is JobStatus.RUNNING
+            if (
+                standby
+                and job.submission_id
+                and job.job_id
+                and not stack.service.store.study_for_job(job.submission_id)
+            ):
+                return job.submission_id, job.job_id, int(job.start_time or 0)
         time.sleep(0.5)
-    raise TimeoutError("no standby study driver came up")
+    raise TimeoutError("no free standby study driver came up")
 
 
 def all_workers() -> list[WorkerState]:
@@ -48,7 +56,7 @@ def idle_workers_since(start_ms: int) -> list[WorkerState]:
 
 
 def test_trials_run_in_workers_started_before_the_study(stack: Stack) -> None:
-    job_id, started_ms = standby_job(stack)
+    submission_id, job_id, started_ms = free_standby_job(stack)
     deadline = time.monotonic() + WAIT_S
     while not idle_workers_since(started_ms) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -59,10 +67,13 @@ def test_trials_run_in_workers_started_before_the_study(stack: Stack) -> None:
         list(client.watch_study(study.study_id))
         study = client.get_study(study.study_id)
     assert study.state is StudyState.SUCCEEDED, study.error
+    assert study.ray_job_id == submission_id, "the study did not go to the standby driver that had warmed up"
 
     trial_actors = list_actors(filters=[("job_id", "=", job_id), ("class_name", "=", "ImplicitFunc")], detail=True)
     assert trial_actors, "no trial actors recorded for the standby's job"
     launched = {w.pid: w.worker_launch_time_ms or 0 for w in all_workers()}
     created_ms = study.created_at.timestamp() * 1000
-    for actor in trial_actors:
-        assert launched[actor.pid] < created_ms, f"trial worker {actor.pid} started with the study"
+    late = {
+        a.pid: round((launched[a.pid] - created_ms) / 1000, 1) for a in trial_actors if launched[a.pid] >= created_ms
+    }
+    assert not late, f"trial workers started this many seconds after the study was created: {late}"
