@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,6 +20,9 @@ from anneal.errors import AnnealError
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import EventKind, Study, StudyState, TrialState
+
+if TYPE_CHECKING:
+    from cluster.writer import TrialWriter
 
 console = Console(stderr=True)
 out = Console()
@@ -86,34 +90,56 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The study driver: `anneal run --study ID` or `--standby JOB_ID` (jobs the server submits),
     or `anneal run spec.yaml`."""
-    from cluster.auth import LOCAL_PRINCIPAL
-    from cluster.driver import prepare_driver, run_study, wait_for_assignment
-    from cluster.store import Store
-    from cluster.writer import TrialWriter
-    from trainers.registry import check_spec
-
+    supervisor = os.getppid()  # for a driver a Ray job started: the job's process, read before slow imports
     settings = _settings(args)
     writer: TrialWriter | None = None
     if args.standby:
-        writer = prepare_driver(settings)
-        assigned = wait_for_assignment(settings, args.standby)
-        if assigned is None:
-            writer.close()
+        from cluster.supervision import exit_if_orphaned
+
+        with exit_if_orphaned(supervisor):
+            handed = _wait_as_standby(settings, args.standby, supervisor)
+        if handed is None:
             console.print("no study was handed to this standby driver; exiting")
             return 0
-        study_id = assigned
+        study_id, writer = handed
     elif args.study:
         study_id = args.study
     else:
-        spec = StudySpec.load(args.spec)
-        check_spec(spec, allow_import_paths=True, data_roots=settings.data_roots)
-        study_id = Store(settings.store_url).create_study(spec, owner=LOCAL_PRINCIPAL).study_id
-        console.print(f"study {study_id} recorded in {settings.store_url}")
+        study_id = _record_spec(settings, args.spec)
+
+    from cluster.driver import run_study
+
     study = run_study(
         settings, study_id, allow_import_paths=True, writer=writer, resume=bool(args.resume and args.study)
     )
     _print_study(study)
     return 0 if study.state is StudyState.SUCCEEDED else 1
+
+
+def _wait_as_standby(settings: Settings, job_id: str, supervisor: int) -> tuple[str, TrialWriter] | None:
+    """Warms up, then waits for the study the server hands to this standby's Ray job: its id
+    and the trial writer started for it; None when none came."""
+    from cluster.driver import prepare_driver, wait_for_assignment
+
+    writer = prepare_driver(settings)
+    study_id = wait_for_assignment(settings, job_id, supervisor=supervisor)
+    if study_id is None:
+        writer.close()
+        return None
+    return study_id, writer
+
+
+def _record_spec(settings: Settings, spec_path: str) -> str:
+    """`anneal run spec.yaml`: records the spec as a study of the cluster's own users."""
+    from cluster.auth import LOCAL_PRINCIPAL
+    from cluster.store import Store
+    from trainers.registry import check_spec
+
+    spec = StudySpec.load(spec_path)
+    check_spec(spec, allow_import_paths=True, data_roots=settings.data_roots)
+    study_id = Store(settings.store_url).create_study(spec, owner=LOCAL_PRINCIPAL).study_id
+    console.print(f"study {study_id} recorded in {settings.store_url}")
+    return study_id
 
 
 # ---------------------------------------------------------------- studies

@@ -94,13 +94,18 @@ def prepare_driver(settings: Settings) -> TrialWriter:
 
 
 def wait_for_assignment(
-    settings: Settings, job_id: str, *, poll_s: float = STANDBY_POLL_S, idle_s: float = STANDBY_IDLE_S
+    settings: Settings,
+    job_id: str,
+    *,
+    supervisor: int,
+    poll_s: float = STANDBY_POLL_S,
+    idle_s: float = STANDBY_IDLE_S,
 ) -> str | None:
     """A standby driver's wait: the id of the PENDING study the server hands to the Ray job
-    `job_id`, or None when none came within `idle_s`."""
+    `job_id`, or None when none came within `idle_s` or the job's process `supervisor` (this
+    process's parent when it started) is gone."""
     store = Store(settings.store_url)
     deadline = time.monotonic() + idle_s
-    supervisor = os.getppid()
     while time.monotonic() < deadline:
         if os.getppid() != supervisor:
             # The job's supervisor is gone (Ray stopped, `anneal down`): nobody can hand a study over.
