@@ -109,9 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from cluster.driver import run_study
 
-    study = run_study(
-        settings, study_id, allow_import_paths=True, writer=writer, resume=bool(args.resume and args.study)
-    )
+    resume = bool(args.resume and args.study)
+    study = run_study(settings, study_id, supervisor=supervisor, allow_import_paths=True, writer=writer, resume=resume)
     _print_study(study)
     return 0 if study.state is StudyState.SUCCEEDED else 1
 

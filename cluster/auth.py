@@ -64,8 +64,13 @@ class TokensFile(BaseModel):
         return principals
 
 
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a token; any text a header could carry hashes, it then matches nothing."""
+    return hashlib.sha256(token.encode(errors="surrogateescape")).digest()
+
+
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return token_digest(token).hex()
 
 
 def new_token() -> str:
@@ -88,7 +93,7 @@ class TokenTable:
         """The principal whose token this is; every digest is compared, each in constant time."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
-        digest = hashlib.sha256(token.encode(errors="surrogateescape")).digest()
+        digest = token_digest(token)
         found = None
         for principal, expected in self._digests:
             if hmac.compare_digest(digest, expected):

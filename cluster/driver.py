@@ -122,21 +122,26 @@ def run_study(
     settings: Settings,
     study_id: str,
     *,
+    supervisor: int,
     allow_import_paths: bool = False,
     writer: TrialWriter | None = None,
     resume: bool = False,
 ) -> Study:
     """Runs a recorded study to its end and returns it as the store has it then. `writer`,
     when given (a standby driver started it ahead), records its trials; it is closed here.
-    With `resume`, a RUNNING study whose driver died goes on from Tune's last snapshot."""
+    With `resume`, a RUNNING study whose driver died goes on from Tune's last snapshot.
+    `supervisor` is this process's parent when it started (for a Ray job, the job's process):
+    once it is gone, a failure is the cluster's, not the study's."""
     writer = writer or start_writer(settings)
     try:
-        return _run_study(settings, study_id, allow_import_paths, writer, resume)
+        return _run_study(settings, study_id, allow_import_paths, writer, resume, supervisor)
     finally:
         writer.close()
 
 
-def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writer: TrialWriter, resume: bool) -> Study:
+def _run_study(
+    settings: Settings, study_id: str, allow_import_paths: bool, writer: TrialWriter, resume: bool, supervisor: int
+) -> Study:
     store = Store(settings.store_url)
     study = store.get_study(study_id)
     spec = study.spec
@@ -160,9 +165,8 @@ def _run_study(settings: Settings, study_id: str, allow_import_paths: bool, writ
         ):
             tracker.end_run(tracker.parent_run_id, "KILLED")
             return store.get_study(study_id)
-    supervisor = os.getppid()
     try:
-        _tune_and_finish(settings, store, tracker, writer, study_id, spec, info, resumed, supervisor)
+        _tune_and_finish(settings, store, tracker, writer, study, info, resumed, supervisor)
     except BaseException as error:
         gcs = ray.get_runtime_context().gcs_address if ray.is_initialized() else ""
         if isinstance(error, ClusterLost) or (gcs and cluster_lost(gcs, supervisor)):
@@ -180,12 +184,12 @@ def _tune_and_finish(
     store: Store,
     tracker: MlflowTracker,
     writer: TrialWriter,
-    study_id: str,
-    spec: StudySpec,
+    study: Study,
     info: TrainerInfo,
     resumed: Study | None,
     supervisor: int,
 ) -> None:
+    study_id, spec = study.study_id, study.spec
     connect_ray(settings)
     _cancel_on_sigterm()
     writer.start(study_id, tracker.experiment_id, tracker.parent_run_id, resumed.trials if resumed else None)
@@ -227,7 +231,7 @@ def _tune_and_finish(
     best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
     best_id = str((best.config or {}).get(ADOPTED_AS) or (best.metrics or {})["trial_id"])
     config = {**spec.params, **trial_config(best.config or {})}
-    model_name = app_name(store.get_study(study_id).owner, spec.name)  # registered models are per owner too
+    model_name = app_name(study.owner, spec.name)  # registered models are per owner too
     finish = _package_best(spec, info, tracker, best_id, config, best.checkpoint, model_name, settings.data_roots)
     store.transition(study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, best_trial_id=best_id, **finish)
     tracker.end_run(tracker.parent_run_id, "FINISHED")
