@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from anneal import convert
-from anneal.errors import AnnealError, error_from_status
-from anneal.settings import Settings, is_loopback
+from anneal.errors import ConfigurationError, InvalidArgument, InvalidSpec, Unavailable, error_from_status
+from anneal.settings import DEV_TOKEN_FILE, Settings, is_loopback
 from anneal.spec import StudySpec
+from anneal.tls import read_pem
 from anneal.types import Deployment, Prediction, Study, StudyEvent
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
@@ -20,22 +20,11 @@ from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
 T = TypeVar("T")
 
 
-def _call(fn: Callable[[], T]) -> T:
+def _call(fn: Callable[[], T], invalid: type[InvalidArgument] = InvalidArgument) -> T:
     try:
         return fn()
     except grpc.RpcError as error:
-        raise error_from_status(error.code(), error.details() or "") from None
-
-
-DEV_TOKEN_FILE = "dev-token"  # written by a server that has no tokens configured (cluster.auth)
-
-
-def read_pem(path: str, what: str) -> bytes:
-    """A certificate or key file, for the client's TLS here and the server's in cluster.auth."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise AnnealError(f"cannot read the {what} {path}: {error.strerror}") from None
+        raise error_from_status(error.code(), error.details() or "", invalid) from None
 
 
 class Client:
@@ -60,7 +49,7 @@ class Client:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         tls = bool(ca_file or cert_file)
         if token and not tls and not insecure and not is_loopback(address):
-            raise AnnealError(
+            raise ConfigurationError(
                 f"refusing to send a token in plaintext to {address}, which is not loopback: "
                 "give the server's CA (ca_file, ANNEAL_TLS_CA_FILE), or pass insecure"
             )
@@ -93,8 +82,15 @@ class Client:
             **changes,
         )
 
-    def _unary(self, method: Callable[..., T], request: object, timeout_s: float | None = None) -> T:
-        return _call(lambda: method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata))
+    def _unary(
+        self,
+        method: Callable[..., T],
+        request: object,
+        timeout_s: float | None = None,
+        invalid: type[InvalidArgument] = InvalidArgument,
+    ) -> T:
+        """One call; INVALID_ARGUMENT raises `invalid` (InvalidSpec for a call that sends a spec)."""
+        return _call(lambda: method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata), invalid)
 
     def close(self) -> None:
         self._channel.close()
@@ -109,13 +105,13 @@ class Client:
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:
-            raise AnnealError(f"no anneal server answered at {self.address} within {timeout_s:.0f} s") from None
+            raise Unavailable(f"no anneal server answered at {self.address} within {timeout_s:.0f} s") from None
 
     # ------------------------------------------------------------ studies
 
     def create_study(self, spec: StudySpec) -> Study:
         request = pb.CreateStudyRequest(spec=convert.spec_to_pb(spec))
-        return convert.study_from_pb(self._unary(self._stub.CreateStudy, request))
+        return convert.study_from_pb(self._unary(self._stub.CreateStudy, request, invalid=InvalidSpec))
 
     def get_study(self, study_id: str) -> Study:
         request = pb.GetStudyRequest(study_id=study_id)

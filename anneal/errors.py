@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -24,13 +25,16 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-# Between the field errors of one InvalidSpec, in its message and on the wire; messages
+# Between the field errors of one InvalidArgument, in its message and on the wire; messages
 # themselves may contain "; " but never a newline.
 FIELD_ERROR_SEPARATOR = "\n"
 
 
-class InvalidSpec(AnnealError):
-    """A study spec (or another request) is malformed; every message names its field."""
+Invalid = TypeVar("Invalid", bound="InvalidArgument")
+
+
+class InvalidArgument(AnnealError):
+    """A request is malformed (Predict's rows, Deploy's replicas); every message names its field."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -39,8 +43,12 @@ class InvalidSpec(AnnealError):
         super().__init__(FIELD_ERROR_SEPARATOR.join(str(e) for e in self.errors))
 
     @classmethod
-    def field(cls, path: str, message: str) -> InvalidSpec:
+    def field(cls: type[Invalid], path: str, message: str) -> Invalid:
         return cls([FieldError(path, message)])
+
+
+class InvalidSpec(InvalidArgument):
+    """A study spec is malformed; every message names its field (`search_space.lr.float.low`)."""
 
 
 class NotFound(AnnealError):
@@ -57,6 +65,11 @@ class FailedPrecondition(AnnealError):
     """The request is valid but the object is not in a state that allows it."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ConfigurationError(FailedPrecondition):
+    """This process's own configuration is at fault (a tokens file, TLS files, data roots), not
+    the request: it names the setting. A call that meets one answers FAILED_PRECONDITION."""
 
 
 class Unavailable(AnnealError):
@@ -86,7 +99,7 @@ class Internal(AnnealError):
 _BY_CODE: dict[grpc.StatusCode, type[AnnealError]] = {
     cls.code: cls
     for cls in (
-        InvalidSpec,
+        InvalidArgument,
         NotFound,
         Conflict,
         FailedPrecondition,
@@ -98,11 +111,14 @@ _BY_CODE: dict[grpc.StatusCode, type[AnnealError]] = {
 }
 
 
-def error_from_status(code: grpc.StatusCode, details: str) -> AnnealError:
-    """The client side of the mapping: a gRPC status back to the class the server raised."""
+def error_from_status(
+    code: grpc.StatusCode, details: str, invalid: type[InvalidArgument] = InvalidArgument
+) -> AnnealError:
+    """The client side of the mapping: a gRPC status back to the class the server raised.
+    INVALID_ARGUMENT becomes `invalid`: InvalidSpec for a call that sends a spec."""
     cls = _BY_CODE.get(code, AnnealError)
-    if cls is InvalidSpec:
-        return InvalidSpec([_parse_field_error(part) for part in details.split(FIELD_ERROR_SEPARATOR)])
+    if cls is InvalidArgument:
+        return invalid([_parse_field_error(part) for part in details.split(FIELD_ERROR_SEPARATOR)])
     error = cls(details)
     error.code = code
     return error

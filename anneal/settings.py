@@ -17,6 +17,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CLUSTER_FILE = "cluster.json"
+# The development token a server with no tokens configured writes under home, and clients on this machine send.
+DEV_TOKEN_FILE = "dev-token"
 # Settings that stay out of Ray, whose job environments the Jobs API shows.
 SECRET_FIELDS = frozenset({"token", "tokens"})
 SECRET_ENV = frozenset(f"ANNEAL_{name.upper()}" for name in SECRET_FIELDS)

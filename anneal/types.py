@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from anneal.spec import Scalar, StudySpec
 
+# The admin principal of a server with no tokens configured, and the owner of the studies
+# `anneal run` records for the cluster's own users.
+LOCAL_PRINCIPAL = "local"
+
 
 class StudyState(str, enum.Enum):
     PENDING = "PENDING"

@@ -84,7 +84,7 @@ def wait_for_next_standby(stack: Stack, used_job: str, timeout_s: float = 90.0) 
     the next variant (nor is the next study denied its standby)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from cluster.jobs import STANDBY_METADATA
+    from cluster.server.jobs import STANDBY_METADATA
 
     jobs = JobSubmissionClient(stack.settings.ray_dashboard_url)
     deadline = time.monotonic() + timeout_s
@@ -139,7 +139,7 @@ class Stack:
 @contextmanager
 def local_stack() -> Iterator[Stack]:
     """A local Ray cluster and anneal server as `anneal up` starts them, in a temporary home."""
-    from cluster.local import down, up
+    from cluster.local.cluster import down, up
 
     home = Path(tempfile.mkdtemp(prefix="anneal-bench-"))
     settings = Settings.load(home=home, grpc_address="127.0.0.1:0", serve_http_port=0)

@@ -73,7 +73,8 @@ def latency_paths(client: Client, stack: Stack, row: list[float], model_uri: str
     import ray
     from ray import serve
 
-    from cluster.serving import app_name, load_from_mlflow
+    from cluster.serving.deploy import app_name
+    from cluster.serving.package import load_from_mlflow
 
     if not ray.is_initialized():
         ray.init(address=stack.settings.ray_address, log_to_driver=False)
@@ -152,7 +153,7 @@ def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: l
                 }
     from ray import serve
 
-    from cluster.serving import app_name
+    from cluster.serving.deploy import app_name
 
     serve.delete(app_name(owner, NAME))  # its replica's CPU goes back to the studies that follow
     show(

@@ -115,7 +115,7 @@ def ray_tune(spec: StudySpec, stack: Stack, *, tuned: bool) -> float:
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    from cluster.tuning import optuna_space
+    from cluster.driver.tuning import optuna_space
     from trainers.datasets import load_splits
     from trainers.mlp import MLPClassifierTrainer
 

@@ -8,6 +8,7 @@ resume. The serving side rebuilds its model from the same config.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -102,8 +103,14 @@ class TrainerInfo:
     epochs_param: str | None = None
 
     def load(self) -> Trainer:
-        from trainers.registry import import_target
-
         factory = import_target(self.target)
         trainer: Trainer = factory()
         return trainer
+
+
+def import_target(target: str) -> Any:
+    """The object `package.module:name` names, imported now."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{target!r} is not of the form package.module:name")
+    return getattr(importlib.import_module(module_name), attribute)

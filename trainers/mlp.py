@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.builtins import MLP_CLASSIFIER
 from trainers.contract import DataShape, Splits, TrainContext
-from trainers.registry import MLP_CLASSIFIER
 
 
 class Standardize(nn.Module):

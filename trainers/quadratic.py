@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainers.builtins import QUADRATIC
 from trainers.contract import DataShape, Splits, TrainContext
-from trainers.registry import QUADRATIC
 
 
 def loss_at(x: float, y: float) -> float:

@@ -20,10 +20,12 @@ import pytest
 
 from anneal import Client, StudySpec
 from anneal.settings import Settings
-from cluster.auth import Principal, TokensFile, hash_token, new_token, server_security
-from cluster.local import RAY_STOP_S, LocalCluster, plan_cluster, start_ray, stop_group
-from cluster.server import RunningServer, build_service, start_server
-from cluster.service import AnnealService
+from cluster.local.cluster import RAY_STOP_S, LocalCluster, plan_cluster, start_ray
+from cluster.local.sessions import stop_group
+from cluster.server.main import RunningServer, build_service, start_server
+from cluster.server.principals import Principal, TokensFile, hash_token, new_token
+from cluster.server.security import server_security
+from cluster.server.service import AnnealService
 from tests.tls import Certificates, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +110,7 @@ def remove_serve_app(stack: Stack, name: str, owner: str = "alice") -> None:
     import ray
     from ray import serve
 
-    from cluster.serving import app_name
+    from cluster.serving.deploy import app_name
 
     if not ray.is_initialized():
         ray.init(address=stack.settings.ray_address, log_to_driver=False)

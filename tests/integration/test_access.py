@@ -22,9 +22,9 @@ from anneal.settings import Settings
 from anneal.types import Deployment, DeploymentState
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
-from cluster.auth import server_security
-from cluster.server import start_server
-from cluster.store import Store, now
+from cluster.server.main import start_server
+from cluster.server.security import server_security
+from cluster.store.store import Store, now
 from tests.integration.conftest import WATCH_STREAMS, Stack
 
 pytestmark = pytest.mark.integration

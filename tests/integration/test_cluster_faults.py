@@ -25,8 +25,10 @@ import pytest
 from anneal import Client, StudyState, TrialState
 from anneal.settings import Settings
 from anneal.types import EventKind
-from cluster.local import RAY_STOP_S, LocalCluster, child_env, down, group_alive, session_members, stop_group, up
-from cluster.store import Store
+from cluster.environment import child_env
+from cluster.local.cluster import RAY_STOP_S, LocalCluster, down, up
+from cluster.local.sessions import group_alive, session_members, stop_group
+from cluster.store.store import Store
 from tests.integration.test_driver_restart import (
     EPOCHS,
     TRIALS,
@@ -97,7 +99,7 @@ def test_a_study_resumes_when_the_whole_local_cluster_restarts(own_home: Path) -
 def start_worker_node(settings: Settings, gcs_address: str) -> int:
     """`ray start` of a worker node with one CPU joining the cluster, in a session of its own;
     returns the session id. Its ports are free ones: the head already holds the defaults."""
-    from cluster.local import free_ports
+    from cluster.local.cluster import free_ports
 
     agent_http, agent_grpc, runtime_env_agent, metrics = free_ports(4)
     ray = os.path.join(os.path.dirname(sys.executable), "ray")

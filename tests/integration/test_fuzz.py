@@ -32,7 +32,7 @@ from anneal import StudySpec, convert
 from anneal.settings import Settings
 from anneal.types import Deployment, DeploymentState, StudyState
 from anneal.v1 import anneal_pb2 as pb
-from cluster.store import Store, now
+from cluster.store.store import Store, now
 from tests.integration.conftest import REPO, Stack
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from anneal import StudyState
-from cluster.store import Store
+from cluster.store.store import Store
 from tests.integration.conftest import REPO, Stack
 
 pytestmark = pytest.mark.integration

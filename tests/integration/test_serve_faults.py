@@ -13,7 +13,7 @@ import pytest
 from ray.util.state import list_actors
 
 from anneal import StudySpec, StudyState
-from cluster.serving import app_name
+from cluster.serving.deploy import app_name
 from tests.integration.conftest import Stack, remove_serve_app
 from tests.integration.test_driver_restart import wait_for
 

@@ -21,13 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from anneal import StudySpec, StudyState
 from anneal.errors import Unavailable
 from anneal.types import EventKind
-from cluster.local import child_env, free_port
+from cluster.environment import child_env
+from cluster.local.cluster import free_port
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
 START_S = 120.0
-GRACE_S = 5.0  # cluster.server.RunningServer.stop's default
+GRACE_S = 5.0  # cluster.server.main.RunningServer.stop's default
 
 
 def slow_spec(name: str, trials: int, epochs: int) -> StudySpec:
@@ -50,7 +51,7 @@ def server_process(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], str]
     address = f"127.0.0.1:{free_port()}"
     settings = stack.settings.model_copy(update={"grpc_address": address, "standby_drivers": 0})
     process = subprocess.Popen(
-        [sys.executable, "-m", "anneal", "serve"],
+        [sys.executable, "-m", "cluster.local.cli", "serve"],
         env=child_env(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

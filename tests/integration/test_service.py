@@ -14,7 +14,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from anneal import InvalidSpec, NotFound, StudyState, convert
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
-from cluster.jobs import STANDBY_METADATA
+from cluster.server.jobs import STANDBY_METADATA
 from tests.integration.conftest import Stack, small_spec
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from anneal import Client, Deployment, FailedPrecondition, InvalidSpec, NotFound, Study, StudyState
+from anneal import Client, Deployment, FailedPrecondition, InvalidArgument, NotFound, Study, StudyState
 from anneal.types import DeploymentState
-from cluster.serving import WEIGHTS_FILE
+from cluster.serving.package import WEIGHTS_FILE
 from tests.integration.conftest import Stack, small_spec
 from trainers.datasets import load_splits
 
@@ -56,12 +56,16 @@ def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack, serve_apps
         served = sum(p.label == y for p, y in zip(predictions, data.y_test.tolist(), strict=True)) / len(predictions)
         assert served == pytest.approx(study.best_test_metrics["test_accuracy"], abs=0.02)
 
-        with pytest.raises(InvalidSpec, match="rows"):
+        # Bad rows are bad arguments, not a bad spec: the client raises InvalidArgument itself.
+        with pytest.raises(InvalidArgument, match="rows") as caught:
             client.predict("it-serve", [[1.0, 2.0]])
-        with pytest.raises(InvalidSpec, match="rows"):
+        assert type(caught.value) is InvalidArgument
+        with pytest.raises(InvalidArgument, match="rows") as caught:
             client.predict("it-serve", [])
-        with pytest.raises(InvalidSpec, match=r"rows\[1\].*NaN"):
+        assert type(caught.value) is InvalidArgument
+        with pytest.raises(InvalidArgument, match=r"rows\[1\].*NaN") as caught:
             client.predict("it-serve", [data.x_test[0].tolist(), [float("nan")] * data.x_test.shape[1]])
+        assert type(caught.value) is InvalidArgument
 
         tampered_model_is_refused_and_the_running_one_serves_on(client, study, deployment, data.x_test[:5].tolist())
 

@@ -11,7 +11,7 @@ from ray.util.state import list_actors, list_workers
 from ray.util.state.common import WorkerState
 
 from anneal import StudyState
-from cluster.jobs import STANDBY_METADATA
+from cluster.server.jobs import STANDBY_METADATA
 from tests.integration.conftest import Stack, small_spec
 
 pytestmark = pytest.mark.integration

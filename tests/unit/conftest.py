@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from anneal.spec import StudySpec
-from cluster.store import Store
+from cluster.store.store import Store
 from tests import postgres
+from tests.unit.fakes import FakeJobs
 from tests.unit.helpers import EXAMPLE
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -43,6 +44,11 @@ def minimal_data() -> dict[str, Any]:
 @pytest.fixture
 def example_spec() -> StudySpec:
     return StudySpec.load(EXAMPLE)
+
+
+@pytest.fixture
+def jobs() -> FakeJobs:
+    return FakeJobs()
 
 
 @pytest.fixture

@@ -20,6 +20,6 @@ def typed(value: Any) -> Any:
 
 def principal(name: str, *, admin: bool = False, **quotas: int) -> Any:
     """A principal with a token of its own name (tests only; real tokens are random)."""
-    from cluster.auth import Principal, hash_token
+    from cluster.server.principals import Principal, hash_token
 
     return Principal(name=name, token_sha256=hash_token(f"token-of-{name}"), admin=admin, **quotas)

@@ -12,43 +12,25 @@ from typing import Any
 
 import pytest
 
-from anneal.errors import InvalidSpec, NotFound, ResourceExhausted
+from anneal.errors import InvalidArgument, InvalidSpec, NotFound, ResourceExhausted
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, StudyState
-from cluster.service import AnnealService, StreamSlots
-from cluster.store import Store, now
+from cluster.server.limits import StreamSlots
+from cluster.server.service import AnnealService
+from cluster.store.store import Store, now
+from tests.unit.fakes import FakeJobs
 from tests.unit.helpers import principal
 
 ALICE, BOB, ADMIN = principal("alice"), principal("bob"), principal("root", admin=True)
 
 
-class SubmittingJobs:
-    """The launcher's submit and stop, recorded (the Jobs API is the edge here)."""
-
-    def __init__(self) -> None:
-        self.submitted: list[str] = []
-        self.stopped: list[str] = []
-
-    def submit(self, study_id: str) -> str:
-        self.submitted.append(study_id)
-        return f"job-{study_id}"
-
-    def stop(self, job_id: str) -> None:
-        self.stopped.append(job_id)
+def make_service(tmp_path: Path, store: Store, jobs: FakeJobs, **settings: Any) -> AnnealService:
+    return AnnealService.build(Settings.load(home=tmp_path, **settings), store, jobs)
 
 
 @pytest.fixture
-def jobs() -> SubmittingJobs:
-    return SubmittingJobs()
-
-
-def make_service(tmp_path: Path, store: Store, jobs: SubmittingJobs, **settings: Any) -> AnnealService:
-    return AnnealService(Settings.load(home=tmp_path, **settings), store, jobs)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def service(tmp_path: Path, store: Store, jobs: SubmittingJobs) -> AnnealService:
+def service(tmp_path: Path, store: Store, jobs: FakeJobs) -> AnnealService:
     return make_service(tmp_path, store, jobs)
 
 
@@ -59,37 +41,37 @@ def spec(data: dict[str, Any], **changes: Any) -> StudySpec:
 
 
 def test_a_principal_sees_only_its_own_studies(service: AnnealService, example_data: dict[str, Any]) -> None:
-    mine = service.create_study(spec(example_data), ALICE)
+    mine = service.studies.create_study(spec(example_data), ALICE)
     assert mine.owner == "alice"
-    for call in (service.get_study, service.cancel_study):
+    for call in (service.studies.get_study, service.studies.cancel_study):
         with pytest.raises(NotFound, match=f"no study '{mine.study_id}'"):
             call(mine.study_id, BOB)
     with pytest.raises(NotFound):
-        next(service.watch_study(mine.study_id, BOB))
+        next(service.studies.watch_study(mine.study_id, BOB))
     with pytest.raises(NotFound):
-        service.deploy(mine.study_id, BOB)
-    assert service.list_studies(BOB) == []
-    assert [s.study_id for s in service.list_studies(ALICE)] == [mine.study_id]
-    assert service.get_study(mine.study_id, ALICE).state is StudyState.PENDING
+        service.deployments.deploy(mine.study_id, BOB)
+    assert service.studies.list_studies(BOB) == []
+    assert [s.study_id for s in service.studies.list_studies(ALICE)] == [mine.study_id]
+    assert service.studies.get_study(mine.study_id, ALICE).state is StudyState.PENDING
 
 
 def test_what_another_owns_looks_like_what_does_not_exist(service: AnnealService, example_data: dict[str, Any]) -> None:
-    mine = service.create_study(spec(example_data), ALICE)
+    mine = service.studies.create_study(spec(example_data), ALICE)
     with pytest.raises(NotFound) as hidden:
-        service.get_study(mine.study_id, BOB)
+        service.studies.get_study(mine.study_id, BOB)
     with pytest.raises(NotFound) as missing:
-        service.get_study("st-000000000000", BOB)
+        service.studies.get_study("st-000000000000", BOB)
     assert str(hidden.value) == str(missing.value).replace("st-000000000000", mine.study_id)
 
 
 def test_an_admin_sees_and_acts_on_everything(
-    service: AnnealService, jobs: SubmittingJobs, example_data: dict[str, Any]
+    service: AnnealService, jobs: FakeJobs, example_data: dict[str, Any]
 ) -> None:
-    alices = service.create_study(spec(example_data), ALICE)
-    bobs = service.create_study(spec(example_data), BOB)  # one name, two owners
-    assert {s.study_id for s in service.list_studies(ADMIN)} == {alices.study_id, bobs.study_id}
-    assert service.get_study(bobs.study_id, ADMIN).owner == "bob"
-    assert service.cancel_study(bobs.study_id, ADMIN).state is StudyState.CANCELLED
+    alices = service.studies.create_study(spec(example_data), ALICE)
+    bobs = service.studies.create_study(spec(example_data), BOB)  # one name, two owners
+    assert {s.study_id for s in service.studies.list_studies(ADMIN)} == {alices.study_id, bobs.study_id}
+    assert service.studies.get_study(bobs.study_id, ADMIN).owner == "bob"
+    assert service.studies.cancel_study(bobs.study_id, ADMIN).state is StudyState.CANCELLED
     assert jobs.stopped == [f"job-{bobs.study_id}"]
 
 
@@ -111,52 +93,52 @@ def put_deployment(store: Store, owner: str, study_id: str, name: str = "digits-
 def test_deployments_are_seen_by_their_owner_and_admins(
     service: AnnealService, store: Store, example_data: dict[str, Any]
 ) -> None:
-    study = service.create_study(spec(example_data), ALICE)
+    study = service.studies.create_study(spec(example_data), ALICE)
     alices = put_deployment(store, "alice", study.study_id)
-    assert service.get_deployment("digits-mlp", ALICE) == alices
-    assert service.get_deployment("alice/digits-mlp", ADMIN) == alices
+    assert service.deployments.get_deployment("digits-mlp", ALICE) == alices
+    assert service.deployments.get_deployment("alice/digits-mlp", ADMIN) == alices
     for name in ("digits-mlp", "alice/digits-mlp"):
         with pytest.raises(NotFound, match=f"no deployment '{name}'"):
-            service.get_deployment(name, BOB)
+            service.deployments.get_deployment(name, BOB)
         with pytest.raises(NotFound, match=f"no deployment '{name}'"):
-            service.predict(name, [[0.0]], BOB)
+            service.predictions.predict(name, [[0.0]], BOB)
     bobs = put_deployment(store, "bob", study.study_id)  # the same name, another owner's
-    assert service.get_deployment("digits-mlp", BOB) == bobs
-    assert service.get_deployment("digits-mlp", ALICE) == alices
+    assert service.deployments.get_deployment("digits-mlp", BOB) == bobs
+    assert service.deployments.get_deployment("digits-mlp", ALICE) == alices
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b/c", "x" * 300, "Bad\x00Name", "alice/"])
 def test_malformed_names_are_simply_not_found(service: AnnealService, name: str) -> None:
     with pytest.raises(NotFound):
-        service.get_deployment(name, ADMIN)
+        service.deployments.get_deployment(name, ADMIN)
     with pytest.raises(NotFound):
-        service.get_study(name, ADMIN)
+        service.studies.get_study(name, ADMIN)
 
 
 def test_the_study_quota_counts_pending_and_running_studies(
-    tmp_path: Path, store: Store, jobs: SubmittingJobs, example_data: dict[str, Any]
+    tmp_path: Path, store: Store, jobs: FakeJobs, example_data: dict[str, Any]
 ) -> None:
     service = make_service(tmp_path, store, jobs, max_concurrent_studies=2)
-    first = service.create_study(spec(example_data, name="a"), ALICE)
-    service.create_study(spec(example_data, name="b"), ALICE)
+    first = service.studies.create_study(spec(example_data, name="a"), ALICE)
+    service.studies.create_study(spec(example_data, name="b"), ALICE)
     with pytest.raises(ResourceExhausted, match="alice has 2 pending or running studies; the quota is 2"):
-        service.create_study(spec(example_data, name="c"), ALICE)
-    assert len(jobs.submitted) == 2 and len(service.list_studies(ALICE)) == 2
-    service.create_study(spec(example_data, name="c"), BOB)  # quotas are per principal
-    service.cancel_study(first.study_id, ALICE)
-    service.create_study(spec(example_data, name="c"), ALICE)
+        service.studies.create_study(spec(example_data, name="c"), ALICE)
+    assert len(jobs.submitted) == 2 and len(service.studies.list_studies(ALICE)) == 2
+    service.studies.create_study(spec(example_data, name="c"), BOB)  # quotas are per principal
+    service.studies.cancel_study(first.study_id, ALICE)
+    service.studies.create_study(spec(example_data, name="c"), ALICE)
 
 
 def test_the_trial_quota_sums_concurrent_trials(
-    tmp_path: Path, store: Store, jobs: SubmittingJobs, example_data: dict[str, Any]
+    tmp_path: Path, store: Store, jobs: FakeJobs, example_data: dict[str, Any]
 ) -> None:
     service = make_service(tmp_path, store, jobs, max_concurrent_trials=5)
     budget = {"max_trials": 8, "max_concurrent_trials": 3}
-    service.create_study(spec(example_data, name="a", budget=budget), ALICE)
+    service.studies.create_study(spec(example_data, name="a", budget=budget), ALICE)
     with pytest.raises(ResourceExhausted, match="may run 5 trials at once; 3 are taken"):
-        service.create_study(spec(example_data, name="b", budget=budget), ALICE)
+        service.studies.create_study(spec(example_data, name="b", budget=budget), ALICE)
     own = principal("alice", max_concurrent_trials=6)  # a principal's own quota wins
-    service.create_study(spec(example_data, name="b", budget=budget), own)
+    service.studies.create_study(spec(example_data, name="b", budget=budget), own)
 
 
 @pytest.mark.parametrize(
@@ -169,53 +151,57 @@ def test_the_trial_quota_sums_concurrent_trials(
     ],
 )
 def test_specs_over_the_limits_are_refused_by_field(
-    service: AnnealService, jobs: SubmittingJobs, example_data: dict[str, Any], changes: dict[str, Any], field: str
+    service: AnnealService, jobs: FakeJobs, example_data: dict[str, Any], changes: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidSpec) as refused:
-        service.create_study(spec(example_data, **changes), ALICE)
+        service.studies.create_study(spec(example_data, **changes), ALICE)
     assert field in [e.path for e in refused.value.errors]
     assert jobs.submitted == []
 
 
 def test_deploy_refuses_more_replicas_than_the_limit(service: AnnealService, example_data: dict[str, Any]) -> None:
-    study = service.create_study(spec(example_data), ALICE)
-    with pytest.raises(InvalidSpec, match="replicas: must be between 0 and 8"):
-        service.deploy(study.study_id, ALICE, replicas=2**31 - 1)
-    with pytest.raises(InvalidSpec, match="max_batch_size"):
-        service.deploy(study.study_id, ALICE, max_batch_size=5000)
+    study = service.studies.create_study(spec(example_data), ALICE)
+    # Deploy's arguments are not a spec: InvalidArgument, not InvalidSpec.
+    with pytest.raises(InvalidArgument, match="replicas: must be between 0 and 8") as refused:
+        service.deployments.deploy(study.study_id, ALICE, replicas=2**31 - 1)
+    assert type(refused.value) is InvalidArgument
+    with pytest.raises(InvalidArgument, match="max_batch_size") as refused:
+        service.deployments.deploy(study.study_id, ALICE, max_batch_size=5000)
+    assert type(refused.value) is InvalidArgument
 
 
 def test_a_watch_from_past_an_ended_studys_last_event_ends(
     service: AnnealService, example_data: dict[str, Any]
 ) -> None:
-    study = service.create_study(spec(example_data), ALICE)
-    service.cancel_study(study.study_id, ALICE)
-    events = list(service.watch_study(study.study_id, ALICE, poll_s=0.01))
-    assert list(service.watch_study(study.study_id, ALICE, events[-1].sequence + 100, poll_s=0.01)) == []
+    study = service.studies.create_study(spec(example_data), ALICE)
+    service.studies.cancel_study(study.study_id, ALICE)
+    events = list(service.studies.watch_study(study.study_id, ALICE, poll_s=0.01))
+    assert list(service.studies.watch_study(study.study_id, ALICE, events[-1].sequence + 100, poll_s=0.01)) == []
 
 
 def test_predict_refuses_more_rows_than_the_limit(
-    tmp_path: Path, store: Store, jobs: SubmittingJobs, example_data: dict[str, Any]
+    tmp_path: Path, store: Store, jobs: FakeJobs, example_data: dict[str, Any]
 ) -> None:
     service = make_service(tmp_path, store, jobs, max_predict_rows=3)
-    with pytest.raises(InvalidSpec, match="rows: has 4 rows; at most 3 per call"):
-        service.predict("digits-mlp", [[0.0]] * 4, ALICE)
+    with pytest.raises(InvalidArgument, match="rows: has 4 rows; at most 3 per call") as refused:
+        service.predictions.predict("digits-mlp", [[0.0]] * 4, ALICE)
+    assert type(refused.value) is InvalidArgument
 
 
 def test_watch_streams_are_limited_per_principal(service: AnnealService, example_data: dict[str, Any]) -> None:
-    study = service.create_study(spec(example_data), ALICE)
+    study = service.studies.create_study(spec(example_data), ALICE)
     service.store.transition(study.study_id, [StudyState.PENDING], StudyState.RUNNING)
     open_streams = []
     for _ in range(service.settings.max_watch_streams):
-        stream = service.watch_study(study.study_id, ALICE, poll_s=0.01, stopped=lambda: False)
+        stream = service.studies.watch_study(study.study_id, ALICE, poll_s=0.01, stopped=lambda: False)
         next(stream)  # the STUDY_STARTED event: the stream holds its slot
         open_streams.append(stream)
     with pytest.raises(ResourceExhausted, match="WatchStudy streams"):
-        next(service.watch_study(study.study_id, ALICE))
-    admins = service.watch_study(study.study_id, ADMIN)  # another principal's slots are its own
+        next(service.studies.watch_study(study.study_id, ALICE))
+    admins = service.studies.watch_study(study.study_id, ADMIN)  # another principal's slots are its own
     assert next(admins).study_id == study.study_id
     open_streams.pop().close()  # a closed stream gives its slot back
-    assert next(service.watch_study(study.study_id, ALICE)).study_id == study.study_id
+    assert next(service.studies.watch_study(study.study_id, ALICE)).study_id == study.study_id
 
 
 def test_stream_slots_count_per_owner() -> None:

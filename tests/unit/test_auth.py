@@ -11,18 +11,11 @@ import pytest
 
 from anneal.client import Client
 from anneal.errors import AnnealError
-from anneal.settings import Settings, is_loopback
-from cluster.auth import (
-    DEV_TOKEN_FILE,
-    LOCAL_PRINCIPAL,
-    TokenTable,
-    add_principal,
-    bearer_token,
-    configured_principals,
-    dev_token,
-    hash_token,
-    server_security,
-)
+from anneal.settings import DEV_TOKEN_FILE, Settings, is_loopback
+from anneal.types import LOCAL_PRINCIPAL
+from cluster.server.interceptor import bearer_token
+from cluster.server.principals import TokenTable, add_principal, configured_principals, dev_token, hash_token
+from cluster.server.security import server_security
 from tests.tls import make_certificates
 from tests.unit.helpers import principal
 
@@ -181,7 +174,7 @@ def test_tls_settings_that_cannot_work_are_refused(tmp_path: Path, changes: dict
 
 
 def test_ray_never_sees_the_client_token_or_the_principals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cluster.local import child_env
+    from cluster.environment import child_env
 
     settings = Settings.load(home=tmp_path, token="secret", tokens='{"principals": []}')
     assert {"ANNEAL_TOKEN", "ANNEAL_TOKENS"}.isdisjoint(settings.to_env())

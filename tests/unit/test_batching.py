@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster.batching import Answers, PredictBatcher, Rows
+from cluster.server.batching import Answers, PredictBatcher, Rows
 
 
 class SlowModel:

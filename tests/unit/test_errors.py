@@ -9,10 +9,12 @@ import pytest
 
 from anneal.errors import (
     AnnealError,
+    ConfigurationError,
     Conflict,
     FailedPrecondition,
     FieldError,
     Internal,
+    InvalidArgument,
     InvalidSpec,
     NotFound,
     ResourceExhausted,
@@ -24,7 +26,7 @@ from anneal.spec import StudySpec
 from trainers.registry import check_spec
 
 CODES: list[tuple[type[AnnealError], grpc.StatusCode]] = [
-    (InvalidSpec, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Conflict, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
@@ -66,9 +68,24 @@ def test_every_error_is_an_anneal_error() -> None:
 
 
 def through_status(error: InvalidSpec) -> InvalidSpec:
-    back = error_from_status(error.code, str(error))
-    assert isinstance(back, InvalidSpec)
+    """The error as a client raises it from CreateStudy's status (a call that sends a spec)."""
+    back = error_from_status(error.code, str(error), invalid=InvalidSpec)
+    assert type(back) is InvalidSpec
     return back
+
+
+def test_a_spec_is_an_argument_and_other_arguments_are_not_specs() -> None:
+    assert issubclass(InvalidSpec, InvalidArgument) and InvalidSpec.code == InvalidArgument.code
+    rows = InvalidArgument.field("rows[1]", "holds a NaN or an infinite value")
+    back = error_from_status(rows.code, str(rows))  # Predict, Deploy: not a spec
+    assert type(back) is InvalidArgument
+    assert back.errors == rows.errors
+
+
+def test_a_configuration_fault_is_a_failed_precondition() -> None:
+    error = ConfigurationError("cannot read the TLS key key.pem: No such file or directory")
+    assert isinstance(error, FailedPrecondition) and error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert type(error_from_status(error.code, str(error))) is FailedPrecondition
 
 
 def test_field_errors_survive_the_string_form(example_data: dict[str, Any]) -> None:
@@ -115,10 +132,40 @@ def test_registry_field_errors_survive(example_data: dict[str, Any], key: str, v
 
 
 def test_status_messages_are_cut_to_fit_a_header() -> None:
-    from cluster.server import MAX_MESSAGE_BYTES, _fitting
+    from cluster.server.servicer import MAX_MESSAGE_BYTES, _fitting
 
     assert _fitting("no study 'st-1'") == "no study 'st-1'"
     for echoed in ("x" * 70_000, "\U0001f600" * 5_000):
         cut = _fitting(f"no study {echoed!r}")
         assert len(cut.encode()) <= MAX_MESSAGE_BYTES + len(" …".encode())
         assert cut.startswith("no study '") and cut.endswith(" …")
+
+
+class Aborted(Exception):
+    """What a gRPC context's abort raises, with the status it was given."""
+
+
+class AbortingContext:
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigurationError("cannot read the tokens file /x: Permission denied"), grpc.StatusCode.FAILED_PRECONDITION),
+        (InvalidArgument.field("rows", "send at least one row"), grpc.StatusCode.INVALID_ARGUMENT),
+        (AnnealError("raised without a class of its own"), grpc.StatusCode.INTERNAL),
+        (KeyError("boom"), grpc.StatusCode.INTERNAL),
+    ],
+    ids=["configuration", "argument", "bare", "unexpected"],
+)
+def test_the_servicer_answers_a_documented_code_never_unknown(error: Exception, code: grpc.StatusCode) -> None:
+    from cluster.server.servicer import _abort
+
+    with pytest.raises(Aborted) as aborted:
+        _abort(AbortingContext(), error)  # type: ignore[arg-type]
+    answered, details = aborted.value.args
+    assert answered == code
+    if code is grpc.StatusCode.INTERNAL:
+        assert "incident" in details and "boom" not in details  # the traceback stays in the server log

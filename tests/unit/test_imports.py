@@ -13,7 +13,8 @@ from tests.unit.helpers import ROOT
 HEAVY = ("ray", "torch", "mlflow", "optuna", "sklearn")
 
 # trainers.registry is read by the server to validate specs; it too must not load torch or sklearn.
-LIGHT_MODULES = ("anneal", "anneal.cli", "trainers.registry")
+# cluster.local.cli is where the `anneal` command enters, for the client's commands too.
+LIGHT_MODULES = ("anneal", "anneal.cli", "trainers.registry", "cluster.local.cli")
 
 PROBE = """
 import importlib, json, sys
@@ -59,6 +60,6 @@ def test_the_probe_sees_what_is_imported() -> None:
 
 
 def test_trial_actor_code_leaves_driver_packages_out() -> None:
-    # Every trial actor imports cluster.trial when it starts, on the cores the trials train on.
+    # Every trial actor imports cluster.trial.function when it starts, on the cores the trials train on.
     driver_only = ("optuna", "mlflow", "sqlalchemy", "sklearn")
-    assert result(probe("cluster.trial", driver_only)) == []
+    assert result(probe("cluster.trial.function", driver_only)) == []

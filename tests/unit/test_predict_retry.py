@@ -7,9 +7,9 @@ import pytest
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import ReplicaUnavailableError
 
-from anneal.errors import InvalidSpec
-from cluster import service
-from cluster.service import check_rows, retry_lost_replicas
+from anneal.errors import InvalidArgument
+from cluster.server import predict
+from cluster.server.predict import check_rows, retry_lost_replicas
 
 ANSWER = [(1, [0.0, 1.0])]
 
@@ -32,7 +32,7 @@ class Flaky:
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "PREDICT_RETRY_WAITS_S", (0.0,))
+    monkeypatch.setattr(predict, "PREDICT_RETRY_WAITS_S", (0.0,))
 
 
 @pytest.mark.parametrize("error", [ActorDiedError(), ReplicaUnavailableError("replaced")], ids=["died", "replaced"])
@@ -43,7 +43,7 @@ def test_a_call_whose_replica_was_lost_is_sent_again(error: Exception) -> None:
 
 
 def test_the_deadline_ends_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "PREDICT_RETRY_WAITS_S", (0.05,))
+    monkeypatch.setattr(predict, "PREDICT_RETRY_WAITS_S", (0.05,))
     send = Flaky(10_000, ActorDiedError())
     with pytest.raises(ActorDiedError):
         retry_lost_replicas(send, timeout_s=0.3, name="m")
@@ -68,8 +68,9 @@ def test_other_errors_are_not_retried() -> None:
     ids=["ragged", "nan", "inf", "minus-inf"],
 )
 def test_predict_refuses_rows_it_cannot_answer_honestly(rows: list[list[float]], field: str, message: str) -> None:
-    with pytest.raises(InvalidSpec) as raised:
+    with pytest.raises(InvalidArgument) as raised:
         check_rows(rows)
+    assert type(raised.value) is InvalidArgument  # rows are not a spec
     (error,) = raised.value.errors
     assert error.path == field and message in error.message
 

@@ -13,12 +13,13 @@ from optuna.distributions import FloatDistribution
 
 from anneal.spec import StudySpec
 from anneal.types import EventKind, Study, Trial, TrialState
-from cluster.recording import TrialRecorder
-from cluster.resume import newest_checkpoint, plan_resume, snapshot_trial_ids
-from cluster.store import now
-from cluster.trial import ADOPTED_AS, EPOCH
-from cluster.tuning import AdoptingOptunaSearch
-from cluster.writer import Record
+from cluster.driver.recording import TrialRecorder
+from cluster.driver.resume import newest_checkpoint, plan_resume, snapshot_trial_ids
+from cluster.driver.tuning import AdoptingOptunaSearch
+from cluster.driver.writer import Record
+from cluster.store.store import now
+from cluster.trial.context import EPOCH
+from cluster.trial.function import ADOPTED_AS
 
 
 def study_with(spec: StudySpec, trials: list[Trial]) -> Study:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster.server import wait_for_stop_signal
+from cluster.server.main import wait_for_stop_signal
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from anneal.types import (
     Trial,
     TrialState,
 )
-from cluster.store import Store
+from cluster.store.store import Store
 from tests import postgres
 
 ACTIVE = [StudyState.PENDING, StudyState.RUNNING]

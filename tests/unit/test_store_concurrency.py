@@ -10,7 +10,7 @@ from typing import Any
 from anneal.errors import Conflict
 from anneal.spec import StudySpec
 from anneal.types import EventKind, StudyState, Trial, TrialState
-from cluster.store import Store
+from cluster.store.store import Store
 from tests.unit.helpers import EXAMPLE
 
 DRIVERS = 4

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster.supervision import ORPHANED_EXIT_CODE, exit_if_orphaned
+from cluster.driver.supervision import ORPHANED_EXIT_CODE, exit_if_orphaned
 
 REPO = Path(__file__).resolve().parents[2]
 
 # The driver: watched, its main thread blocked in a C call that never returns by itself.
 DRIVER = """
 import os, sys, threading
-from cluster.supervision import exit_if_orphaned
+from cluster.driver.supervision import exit_if_orphaned
 with exit_if_orphaned(os.getppid(), poll_s=0.05):
     print(os.getpid(), flush=True)
     lock = threading.Lock(); lock.acquire(); lock.acquire()

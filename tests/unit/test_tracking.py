@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from cluster.tracking import open_client
+from cluster.tracking.tracker import open_client
 
 OPENERS = 3
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from trainers.builtins import MLP_CLASSIFIER
 from trainers.contract import Splits
 from trainers.datasets import DATASETS, load_splits
 from trainers.mlp import MLPClassifierTrainer
-from trainers.registry import MLP_CLASSIFIER
 
 EPOCHS = 4
 CONFIG: dict[str, Any] = {"epochs": EPOCHS, "hidden_size": 8, "batch_size": 16, "lr": 0.01, "seed": 3}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from ray import tune
 
-from cluster import trial
-from cluster.trial import CHECKPOINT_FILE, EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
+from cluster.trial import context as trial
+from cluster.trial.context import CHECKPOINT_FILE, EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
 
 
 def save(directory: Path, epoch: int, *, final: bool = False) -> str:

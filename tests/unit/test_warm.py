@@ -6,7 +6,7 @@ import subprocess
 import sys
 from typing import Any
 
-from cluster.warm import plan_warm_workers
+from cluster.driver.warm import plan_warm_workers
 
 
 def node(node_id: str, cpus: float, alive: bool = True) -> dict[str, Any]:
@@ -40,8 +40,8 @@ def test_no_limit_no_workers() -> None:
 
 def test_a_warmed_worker_has_a_trials_imports_and_no_cuda() -> None:
     check = (
-        "import sys, torch; from cluster.warm import warm_worker; warm_worker(); "
-        "print(all(m in sys.modules for m in ('torch._dynamo', 'cluster.trial', 'trainers.mlp')), "
+        "import sys, torch; from cluster.trial.warm import warm_worker; warm_worker(); "
+        "print(all(m in sys.modules for m in ('torch._dynamo', 'cluster.trial.function', 'trainers.mlp')), "
         "torch.cuda.is_initialized())"
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True)

@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from anneal.spec import StudySpec
 from anneal.types import EventKind, StudyState, Trial, TrialState
-from cluster.store import Store
-from cluster.tracking import MlflowTracker
-from cluster.writer import Record, TrialWriter
+from cluster.driver.writer import Record, TrialWriter
+from cluster.store.store import Store
+from cluster.tracking.tracker import MlflowTracker
 
 
 @pytest.fixture

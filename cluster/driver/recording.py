@@ -1,4 +1,4 @@
-"""Tune's view of each trial, handed to the trial writer (`cluster.writer`).
+"""Tune's view of each trial, handed to the trial writer (`cluster.driver.writer`).
 
 The callback runs on the driver's event loop, between Tune's scheduling decisions, so
 it only turns what happened into records and queues them; the writer process writes.
@@ -16,8 +16,9 @@ from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from anneal.types import EventKind, Trial, TrialState
-from cluster.trial import ADOPTED_AS, EPOCH, HISTORY
-from cluster.writer import Record, TrialWriter
+from cluster.driver.writer import Record, TrialWriter
+from cluster.trial.context import EPOCH, HISTORY
+from cluster.trial.function import ADOPTED_AS
 
 log = logging.getLogger("anneal.recording")
 

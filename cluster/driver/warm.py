@@ -6,9 +6,10 @@ torch._dynamo at the first optimiser: seconds of CPU per concurrent trial, in ev
 on the cores the trials train on. A standby driver has its idle time to spare, so it asks
 each node's raylet to start worker processes for its Ray job ahead of time (the raylet's
 PrestartWorkers call, which Ray exposes to Python only internally). The jobs the server
-submits name `warm_worker` as their worker set-up hook, so each such process imports what a
-trial needs and then waits idle; Tune's trial actors are placed on them and start in
-milliseconds. When the call is refused (another Ray version), trials start cold, as before.
+submits name `cluster.trial.warm.warm_worker` as their worker set-up hook, so each such
+process imports what a trial needs and then waits idle; Tune's trial actors are placed on
+them and start in milliseconds. When the call is refused (another Ray version), trials
+start cold, as before.
 """
 
 from __future__ import annotations
@@ -20,28 +21,7 @@ from typing import Any
 
 log = logging.getLogger("anneal.warm")
 
-# The worker set-up hook of the jobs the server submits (a runtime_env field).
-SETUP_HOOK = "cluster.warm.warm_worker"
 PRESTART_TIMEOUT_S = 10.0
-
-
-def warm_worker() -> None:
-    """Runs in each new worker process of a study driver's job before it takes work.
-
-    Imports only: CUDA must stay uninitialised, because Ray makes a trial's GPUs visible
-    (CUDA_VISIBLE_DEVICES) when it hands the worker its actor, and CUDA reads that once."""
-    try:
-        import torch._dynamo  # (torch.optim imports it at the first optimiser)
-
-        import cluster.trial  # noqa: F401  (Ray Tune's function trainable, the trial context)
-        from trainers.registry import BUILT_INS, import_target
-
-        for info in BUILT_INS.values():
-            import_target(info.target)
-        if torch.cuda.is_initialized():
-            log.warning("warming this trial worker initialised CUDA: its trial may see every GPU of the node")
-    except Exception:  # a failed warm-up must not fail the worker: the trial reports the real error
-        log.warning("could not warm this trial worker", exc_info=True)
 
 
 def plan_warm_workers(nodes: list[dict[str, Any]], local_node_id: str, limit: int) -> list[tuple[str, int]]:

@@ -13,7 +13,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
-from cluster.trial import ADOPTED_AS, EPOCH, Carried, trial_function
+from cluster.trial.context import EPOCH
+from cluster.trial.function import ADOPTED_AS, Carried, trial_function
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_dataset
 
@@ -46,7 +47,7 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 
 class AdoptingOptunaSearch(OptunaSearch):
     """OptunaSearch that, on a resumed study, first hands out the configs of trials Tune's
-    snapshot lost (see `cluster.resume`), each marked with the identity it adopts. Optuna
+    snapshot lost (see `cluster.driver.resume`), each marked with the identity it adopts. Optuna
     learns an adopted trial when it ends, as an evaluated point."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -1,9 +1,8 @@
 """`anneal up` / `anneal down`: the embedded setup on one machine.
 
 `up` starts a Ray head (its own temp dir and ports, all on loopback, token
-authentication on) and the gRPC server, each in its own session, and
-records their process ids under ANNEAL_HOME. `down` stops exactly those sessions;
-nothing here stops processes by name, so a user's other Ray clusters live on.
+authentication on) and the gRPC server, each in its own session (`cluster.local.sessions`),
+and records their process ids under ANNEAL_HOME. `down` stops exactly those sessions.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from anneal.settings import CLUSTER_FILE, SECRET_ENV, Settings
+from anneal.settings import CLUSTER_FILE, Settings
+from cluster.environment import child_env
+from cluster.local.sessions import group_alive, spawn, stop_group
 
 LOOPBACK = "127.0.0.1"
-# Ray's usage stats and MLflow's telemetry phone home by default; anneal's processes do not.
-NO_TELEMETRY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 START_TIMEOUT_S = 120.0
 # The server drains its calls within its 5 s grace period. Ray's daemons (GCS, raylet, Serve's
 # actors) do not exit on SIGTERM within seconds, and nothing of anneal's lives only in them,
@@ -79,48 +77,11 @@ def ray_temp_dir(home: Path) -> str:
     return os.path.join(tempfile.gettempdir(), f"anneal-ray-{digest}")
 
 
-def child_env(settings: Settings, *, secrets: bool = True) -> dict[str, str]:
-    """The environment of the processes `up` starts: the venv first on PATH, settings, Ray token
-    auth. Without `secrets` (Ray, whose workers and jobs inherit it), no anneal token or principal."""
-    env = {k: v for k, v in os.environ.items() if secrets or k not in SECRET_ENV}
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.update(settings.to_env(secrets=secrets))
-    env["RAY_AUTH_MODE"] = "token"
-    env.update(NO_TELEMETRY_ENV)
-    return env
-
-
 def read_cluster(home: Path) -> LocalCluster | None:
     path = home / CLUSTER_FILE
     if not path.exists():
         return None
     return LocalCluster(**json.loads(path.read_text()))
-
-
-def session_members(sid: int) -> list[int]:
-    """Live processes of the session `sid` (`up` starts each tree as its own session; Ray's
-    workers make their own process groups but stay in it). Zombies do not count."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # no /proc: fall back to the process group of the leader
-        try:
-            os.killpg(sid, 0)
-        except ProcessLookupError:
-            return []
-        return [sid]
-    members = []
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-def group_alive(sid: int) -> bool:
-    _reap(sid)
-    return bool(session_members(sid))
 
 
 def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalCluster:
@@ -133,15 +94,15 @@ def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalClus
         return existing
     if existing:
         down(settings, log=log)
-    from cluster.auth import server_security
+    from cluster.server.security import server_security
 
     server_security(settings)  # an address the server would refuse fails here, before Ray starts
     cluster, configured, dashboard_port = plan_cluster(settings)
     cluster.ray_pid = start_ray(configured, cluster, dashboard_port, log)
     _write(home, cluster)
     log(f"starting the anneal gRPC server at {cluster.grpc_address}")
-    server = [sys.executable, "-m", "anneal", "serve", "--reflection"]
-    cluster.server_pid = _spawn(server, child_env(configured), home / "logs" / "server.log")
+    server = [sys.executable, "-m", "cluster.local.cli", "serve", "--reflection"]
+    cluster.server_pid = spawn(server, child_env(configured), home / "logs" / "server.log")
     _write(home, cluster)
     log_path = home / "logs" / "server.log"
     if settings.tls_cert_file:  # the health check would need the server's CA and a client certificate
@@ -158,7 +119,7 @@ def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, lo
     log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     command = _ray_start_command(cluster, settings.num_cpus, dashboard_port)
-    pid = _spawn(command, env, settings.home / "logs" / "ray.log")
+    pid = spawn(command, env, settings.home / "logs" / "ray.log")
     try:
         _wait_for_ray(cluster.ray_dashboard_url, pid)
     except BaseException:
@@ -225,19 +186,6 @@ def _ray_start_command(cluster: LocalCluster, num_cpus: int, dashboard_port: int
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
     return command
-
-
-def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> int:
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return process.pid
 
 
 def _write(home: Path, cluster: LocalCluster) -> None:
@@ -320,29 +268,3 @@ def down(settings: Settings, *, log: Callable[[str], object] = print) -> None:
             log(f"stopping {name} (session {pid})")
             stop_group(pid, timeout_s)
     (settings.home / CLUSTER_FILE).unlink(missing_ok=True)
-
-
-def stop_group(sid: int, timeout_s: float) -> None:
-    """SIGTERM every process of the session, then SIGKILL whatever is left after `timeout_s`."""
-    _signal_all(sid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while group_alive(sid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    _signal_all(sid, signal.SIGKILL)
-    _reap(sid)
-
-
-def _signal_all(sid: int, signum: int) -> None:
-    for pid in session_members(sid):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-
-def _reap(pid: int) -> None:
-    # The group leader may be our own child (tests call up() in-process).
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

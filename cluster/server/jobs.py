@@ -3,8 +3,11 @@
 A Ray job's start-up (job supervisor, a fresh Python process, imports of torch, Tune
 and MLflow) takes seconds. So the launcher keeps a standby driver: a job started ahead
 of time, with those imports done, that waits for the server to hand it a study (see
-`cluster.driver.wait_for_assignment`). A study handed to it starts in milliseconds; one
-created while no standby is up gets a job of its own, as before.
+`cluster.driver.standby`). A study handed to it starts in milliseconds; one created
+while no standby is up gets a job of its own.
+
+`Jobs` is what the server's domain and keeper ask of a launcher; `JobLauncher` answers it
+through Ray's Jobs API.
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from ray.job_submission import JobStatus, JobSubmissionClient
-
+from anneal.errors import ConfigurationError
 from anneal.settings import Settings
-from cluster.local import NO_TELEMETRY_ENV
-from cluster.warm import SETUP_HOOK
+from cluster.environment import job_env
+from cluster.trial.warm import SETUP_HOOK
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobStatus
 
 log = logging.getLogger("anneal.jobs")
 
-RAY_TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
 # A cluster that just started (or is busy) may not have its job agent up yet: Ray answers a
 # submission with this, and a submission a little later succeeds.
 AGENT_NOT_READY = "No available agent to submit job"
@@ -38,12 +43,48 @@ def job_id_for(study_id: str, restart: int = 0) -> str:
     return f"anneal-{study_id}" + (f"-r{restart}" if restart else "")
 
 
+class Jobs(Protocol):
+    """The study drivers' Ray jobs, as the server's domain and driver keeper use them."""
+
+    def submit(self, study_id: str) -> str:
+        """The job that will run the study (the standby, or a new job); the caller records it on the study."""
+
+    def submit_restart(self, study_id: str, job_id: str, *, resume: bool) -> str:
+        """A new job `job_id` that drives the study; `resume` goes on from Tune's last snapshot."""
+
+    def stop(self, job_id: str) -> None:
+        """Stops the job unless it has ended."""
+
+    def is_gone(self, job_id: str) -> bool:
+        """True when the job has ended or the cluster no longer knows it."""
+
+    def last_words(self, job_id: str) -> str:
+        """How the job ended, for a study's error."""
+
+    def drivers_running(self) -> bool:
+        """True while a job given a study has not ended."""
+
+    def wants_standby(self) -> bool:
+        """True when standbys are configured and none is up."""
+
+    def start_standby(self) -> str:
+        """Starts a standby driver; returns its job id."""
+
+    def stop_standby(self) -> None:
+        """Stops the standby, which holds no study."""
+
+    def adopt_standby(self, holds_study: Callable[[str], bool]) -> str | None:
+        """Takes over a standby still up that holds no study (after a server restart)."""
+
+
 class JobLauncher:
     """Submits `anneal run` to the cluster's job API, with the settings as its environment."""
 
     def __init__(self, settings: Settings) -> None:
+        from ray.job_submission import JobSubmissionClient
+
         if not settings.ray_dashboard_url:
-            raise ValueError(
+            raise ConfigurationError(
                 "ray_dashboard_url is not set: start a cluster with `anneal up` or pass --ray-dashboard-url"
             )
         self.settings = settings
@@ -139,8 +180,7 @@ class JobLauncher:
         return None
 
     def _submit(self, arguments: str, job_id: str, metadata: dict[str, str]) -> str:
-        env_vars = {**self.settings.to_env(), **RAY_TOKEN_ENV, **NO_TELEMETRY_ENV}
-        runtime_env: dict[str, object] = {"env_vars": env_vars}
+        runtime_env: dict[str, object] = {"env_vars": job_env(self.settings)}
         if self.settings.warm_trial_workers:
             runtime_env["worker_process_setup_hook"] = SETUP_HOOK
         deadline = time.monotonic() + AGENT_WAIT_S

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from anneal.types import Study, TrialState
-from cluster.trial import ADOPTED_AS, Carried
+from cluster.trial.function import ADOPTED_AS, Carried
 
 log = logging.getLogger("anneal.resume")
 

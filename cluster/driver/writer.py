@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from anneal.settings import Settings
 from anneal.types import EventKind, Trial
-from cluster.store import Store, now
+from cluster.store.store import Store, now
 
 log = logging.getLogger("anneal.writer")
 
@@ -120,9 +121,14 @@ class TrialWriter:
             self._process.kill()
 
 
+def start_writer(settings: Settings) -> TrialWriter:
+    """A trial writer process for the settings' store and MLflow."""
+    return TrialWriter(settings.store_url, settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+
+
 def serve(store_url: str, tracking_uri: str, artifact_root: str, inbox: Any, replies: Any) -> None:
     """The writer process: connects, then writes what arrives until it receives None."""
-    from cluster.tracking import MlflowTracker
+    from cluster.tracking.tracker import MlflowTracker
 
     os.nice(WRITER_NICENESS)
 

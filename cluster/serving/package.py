@@ -1,8 +1,9 @@
-"""Ray Serve: a model server rebuilt from trainer name, config and weights.
+"""The model package: what a study's best trial leaves for serving, and the model rebuilt from it.
 
-The model package is a directory with `model.json` (trainer, config, data shape)
-and `weights.pt` (a state dict). Weights load with `weights_only=True`: no pickled
-code crosses from a trial to a server.
+The package is a directory with `model.json` (trainer, config, data shape) and `weights.pt`
+(a state dict). Weights load with `weights_only=True`: no pickled code crosses from a
+trial to a server. The driver writes and scores it, the server checks it before a deploy,
+and each Serve replica loads it.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ray import serve
-from starlette.requests import Request
 
+from anneal.errors import FailedPrecondition
 from trainers.contract import DataShape, Trainer
 from trainers.registry import resolve
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
-REPLICA_CPUS = 0.5
 
 
 def write_model_package(
@@ -70,45 +69,10 @@ def load_from_mlflow(model_uri: str, tracking_uri: str) -> LoadedModel:
         return LoadedModel(Path(path))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS})
-class ModelServer:
-    """One replica of a deployed model: `predict` for handles, JSON over HTTP."""
-
-    def __init__(self, model_uri: str, tracking_uri: str) -> None:
-        torch.set_num_threads(1)
-        self.loaded = load_from_mlflow(model_uri, tracking_uri)
-
-    async def predict(self, rows: list[list[float]]) -> list[tuple[int, list[float]]]:
-        return self.loaded.predict(rows)
-
-    async def __call__(self, request: Request) -> dict[str, Any]:
-        body = await request.json()
-        rows = body.get("rows", body.get("instances")) if isinstance(body, dict) else None
-        if not isinstance(rows, list):
-            return {"error": 'send {"rows": [[...], ...]}'}
-        try:
-            predictions = self.loaded.predict(rows)
-        except (ValueError, TypeError) as error:
-            return {"error": str(error)}
-        return {"predictions": [{"label": label, "probabilities": probs} for label, probs in predictions]}
-
-
-def app_name(owner: str, name: str) -> str:
-    """The Serve application of `owner`'s deployment `name` (names are unique per owner; neither
-    holds a dot)."""
-    return f"{owner}.{name}" if owner else name
-
-
-def route_for(owner: str, name: str) -> str:
-    return f"/models/{owner}/{name}" if owner else f"/models/{name}"
-
-
 def check_model_package(model_uri: str, tracking_uri: str) -> None:
     """Loads the package here, as a replica would, before any replica is touched: a package that
     does not load (a tampered weights file holding a pickle, a broken manifest) is refused while
     the running version keeps serving."""
-    from anneal.errors import FailedPrecondition
-
     try:
         load_from_mlflow(model_uri, tracking_uri)
     except Exception as error:
@@ -116,11 +80,3 @@ def check_model_package(model_uri: str, tracking_uri: str) -> None:
         raise FailedPrecondition(
             f"the model package {model_uri} does not load safely ({reason}); nothing was deployed"
         ) from None
-
-
-def deploy_model(owner: str, name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
-    """Starts (or updates) the Serve application of `owner`'s `name`; returns once it is running."""
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)  # type: ignore[attr-defined]
-    serve.run(app, name=app_name(owner, name), route_prefix=route_for(owner, name))
-    return route_for(owner, name)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from anneal.errors import Conflict, FailedPrecondition, NotFound
 from anneal.spec import StudySpec
@@ -33,85 +33,9 @@ from anneal.types import (
     Trial,
     TrialState,
 )
-
-metadata = sa.MetaData()
-ACTIVE_STATES = [StudyState.PENDING.value, StudyState.RUNNING.value]
-# The execution option that makes a SQLite transaction take the write lock when it begins.
-WRITE = "anneal_write"
-
-studies = sa.Table(
-    "studies",
-    metadata,
-    sa.Column("study_id", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(128), nullable=False, index=True),
-    sa.Column("spec", sa.Text, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("ray_job_id", sa.String(128), nullable=False, default=""),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("best_trial_id", sa.String(128), nullable=False, default=""),
-    sa.Column("best_test_metrics", sa.Text, nullable=False, default="{}"),
-    sa.Column("mlflow_experiment_id", sa.String(64), nullable=False, default=""),
-    sa.Column("mlflow_run_id", sa.String(64), nullable=False, default=""),
-    sa.Column("model_uri", sa.Text, nullable=False, default=""),
-    sa.Column("registered_model", sa.String(256), nullable=False, default=""),
-    sa.Column("registered_model_version", sa.Integer, nullable=False, default=0),
-    sa.Column("error", sa.Text, nullable=False, default=""),
-    # Drivers the server started again after the study's driver died (`claim_driver`).
-    sa.Column("driver_restarts", sa.Integer, nullable=False, default=0, server_default="0"),
-    # The principal that created the study; names are unique per owner.
-    sa.Column("owner", sa.String(64), nullable=False, default="", server_default="", index=True),
-    # Two active studies of one owner never share a name, even when two creates race.
-    sa.Index(
-        "active_study_owner_name",
-        "owner",
-        "name",
-        unique=True,
-        sqlite_where=sa.text(f"state IN {tuple(ACTIVE_STATES)}"),
-        postgresql_where=sa.text(f"state IN {tuple(ACTIVE_STATES)}"),
-    ),
-)
-
-trials = sa.Table(
-    "trials",
-    metadata,
-    sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), primary_key=True),
-    sa.Column("trial_id", sa.String(128), primary_key=True),
-    sa.Column("number", sa.Integer, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("config", sa.Text, nullable=False, default="{}"),
-    sa.Column("metrics", sa.Text, nullable=False, default="{}"),
-    sa.Column("epochs", sa.Integer, nullable=False, default=0),
-    sa.Column("mlflow_run_id", sa.String(64), nullable=False, default=""),
-    sa.Column("error", sa.Text, nullable=False, default=""),
-)
-
-events = sa.Table(
-    "events",
-    metadata,
-    sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("trial_id", sa.String(128), nullable=False, default=""),
-    sa.Column("study_state", sa.String(16), nullable=False, default=""),
-    sa.Column("message", sa.Text, nullable=False, default=""),
-)
-
-deployments = sa.Table(
-    "deployments",
-    metadata,
-    sa.Column("owner", sa.String(64), primary_key=True, default="", server_default=""),
-    sa.Column("name", sa.String(128), primary_key=True),
-    sa.Column("study_id", sa.String(64), sa.ForeignKey("studies.study_id"), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("replicas", sa.Integer, nullable=False),
-    sa.Column("route", sa.String(256), nullable=False),
-    sa.Column("model_uri", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("error", sa.Text, nullable=False, default=""),
-    sa.Column("max_batch_size", sa.Integer, nullable=False, default=1),
-)
+from cluster.store.engine import WRITE, create_engine
+from cluster.store.schema import ACTIVE_STATES, deployments, events, metadata, studies, trials
+from cluster.store.upgrade import upgrade
 
 
 def now() -> datetime:
@@ -127,34 +51,6 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def create_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
-            # The driver would begin a transaction only at its first write, after the reads that
-            # checked it; transactions begin in `_sqlite_begin` instead.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Connection) -> None:
-            # A write transaction waits for the write lock up front: it then cannot fail on a
-            # snapshot another writer changed, and what it read stays true until it commits.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
-
-        return engine
-    parsed = sa.make_url(url)
-    if parsed.drivername == "postgresql":  # as users write it; psycopg (3) is the driver anneal ships
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return sa.create_engine(parsed, pool_pre_ping=True)
-
-
 class Store:
     """Owner of study, trial, event and deployment records."""
 
@@ -163,7 +59,7 @@ class Store:
         self.engine = create_engine(url)
         self._writes = self.engine.execution_options(**{WRITE: True})
         metadata.create_all(self._writes)
-        _upgrade(self._writes)
+        upgrade(self._writes)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -433,58 +329,6 @@ class Store:
             error=row.error,
             max_batch_size=row.max_batch_size,
         )
-
-
-def _upgrade(engine: Engine) -> None:
-    """Brings a store an older anneal made up to this one's tables: missing columns (each has
-    a default) and indexes are added, and deployments are re-keyed by owner and name. Costs
-    one look at the schema when nothing is missing."""
-    with engine.connect() as conn:
-        inspector = sa.inspect(conn)
-        missing = _missing_columns(inspector)
-        indexes = {i["name"] for t in metadata.sorted_tables for i in inspector.get_indexes(t.name)}
-        rekey = inspector.get_pk_constraint(deployments.name)["constrained_columns"] == ["name"]
-    wanted = {i.name for t in metadata.sorted_tables for i in t.indexes}
-    if not missing and not rekey and wanted <= indexes and "active_study_name" not in indexes:
-        return
-    with engine.begin() as conn:
-        for table_name, column in missing:
-            conn.execute(sa.text(_add_column_statement(table_name, column, engine)))
-        # The older index kept active study names unique across owners.
-        conn.execute(sa.text("DROP INDEX IF EXISTS active_study_name"))
-        if rekey:
-            _rekey_deployments(conn)
-        for table in metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-
-
-def _missing_columns(inspector: Any) -> list[tuple[str, sa.Column[Any]]]:
-    found = []
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        found += [(table.name, column) for column in table.columns if column.name not in present]
-    return found
-
-
-def _rekey_deployments(conn: Connection) -> None:
-    """Deployments keyed by name alone become keyed by (owner, name): a new table, the rows
-    copied over, the old one dropped (neither SQLite nor a portable ALTER changes a key)."""
-    scratch = sa.MetaData()
-    studies.to_metadata(scratch)
-    rekeyed = deployments.to_metadata(scratch, name="deployments_rekeyed")
-    rekeyed.create(conn)
-    columns = ", ".join(f'"{c.name}"' for c in deployments.columns)
-    conn.execute(sa.text(f"INSERT INTO deployments_rekeyed ({columns}) SELECT {columns} FROM deployments"))
-    conn.execute(sa.text("DROP TABLE deployments"))
-    conn.execute(sa.text("ALTER TABLE deployments_rekeyed RENAME TO deployments"))
-
-
-def _add_column_statement(table: str, column: sa.Column[Any], engine: Engine) -> str:
-    kind = column.type.compile(dialect=engine.dialect)
-    default = getattr(column.server_default, "arg", None)
-    clause = f" NOT NULL DEFAULT '{default}'" if isinstance(default, str) else ""
-    return f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}{clause}'
 
 
 def _trial_from_row(row: Any) -> Trial:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from anneal.cli import watch_with_progress
 from anneal.client import Client
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import StudyState
-from cluster.local import down, up
+from cluster.local.cluster import down, up
 from trainers.datasets import load_dataset
 
 REQUIRED_ACCURACY = 0.95
@@ -21,8 +22,6 @@ PREDICT_BATCH = 64
 
 
 def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Console) -> int:
-    from anneal.cli import watch_with_progress
-
     spec = StudySpec.load(spec_path)
     started = time.monotonic()
     cluster = up(settings, log=console.print)

@@ -1,0 +1,106 @@
+"""A study's end, once Tune's has come: its best trial picked, that trial's model packaged,
+scored on the held-out rows, logged and registered in MLflow, and the end recorded."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from ray import tune
+
+from anneal.spec import StudySpec
+from anneal.types import StudyState
+from cluster.driver.recording import trial_config
+from cluster.driver.studyrun import StudyRun
+from cluster.serving.deploy import app_name
+from cluster.serving.package import LoadedModel, write_model_package
+from cluster.trial.context import load_checkpoint_state
+from cluster.trial.function import ADOPTED_AS
+from trainers.contract import DataShape
+
+log = logging.getLogger("anneal.driver")
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    trial_id: str
+    config: dict[str, Any]  # the fixed params with the trial's sampled config
+    checkpoint: tune.Checkpoint  # its final one
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    test_metrics: dict[str, float]  # on the held-out rows; empty without any
+    model_uri: str  # the package's MLflow artifact URI
+    name: str  # the registered model, per owner
+    version: int
+
+
+def pick_best(spec: StudySpec, results: list[tune.Result]) -> BestTrial | None:
+    """The trial with the best finite objective among those that ended without an error and
+    left a checkpoint; None when none did."""
+    metric, sign = spec.objective.metric, (1 if spec.objective.mode == "max" else -1)
+    scored = [
+        r
+        for r in results
+        if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint
+    ]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
+    trial_id = str((best.config or {}).get(ADOPTED_AS) or (best.metrics or {})["trial_id"])
+    checkpoint = cast(tune.Checkpoint, best.checkpoint)  # the filter above kept trials with one
+    return BestTrial(trial_id, {**spec.params, **trial_config(best.config or {})}, checkpoint)
+
+
+def no_best_reason(spec: StudySpec, results: list[tune.Result]) -> str:
+    errors = sum(1 for r in results if r.error is not None)
+    return f"no trial reported {spec.objective.metric}: {errors} of {len(results)} trials failed"
+
+
+def package_best(run: StudyRun, best: BestTrial, shape: DataShape, directory: Path) -> Path:
+    """Writes the best trial's model package (`cluster.serving.package`) into `directory`."""
+    weights = run.info.load().model_state(load_checkpoint_state(best.checkpoint))
+    write_model_package(directory, run.spec.trainer, best.config, shape, weights)
+    return directory
+
+
+def score(model: LoadedModel, x: Any, y: Any) -> dict[str, float]:
+    """The model's metrics on the held-out rows, as a Serve replica would answer them."""
+    if len(y) == 0:
+        return {}
+    predictions = model.predict(x.tolist())
+    correct = sum(1 for (label, _), truth in zip(predictions, y, strict=True) if label == int(truth))
+    return {"test_accuracy": correct / len(y)}
+
+
+def register_best(run: StudyRun, best: BestTrial, package: Path, test_metrics: dict[str, float]) -> RegisteredModel:
+    """Logs the package and its scores under the study's parent run and registers it as a new
+    version of the owner's model named after the study."""
+    name = app_name(run.study.owner, run.spec.name)  # registered models are per owner too
+    model_uri = run.tracker.log_best(best.trial_id, package, test_metrics)
+    version = run.tracker.register(name, model_uri)
+    return RegisteredModel(test_metrics, model_uri, name, version)
+
+
+def succeed(run: StudyRun, best: BestTrial, model: RegisteredModel) -> None:
+    run.store.transition(
+        run.study_id,
+        [StudyState.RUNNING],
+        StudyState.SUCCEEDED,
+        best_trial_id=best.trial_id,
+        best_test_metrics=model.test_metrics,
+        model_uri=model.model_uri,
+        registered_model=model.name,
+        registered_model_version=model.version,
+    )
+    run.tracker.end_run(run.tracker.parent_run_id, "FINISHED")
+    log.info("study %s succeeded: best trial %s, %s", run.study_id, best.trial_id, model.test_metrics)
+
+
+def fail(run: StudyRun, reason: str) -> None:
+    run.store.transition(run.study_id, [StudyState.RUNNING], StudyState.FAILED, error=reason)
+    run.tracker.end_run(run.tracker.parent_run_id, "FAILED", reason)

@@ -1,0 +1,63 @@
+"""The tuning itself: a new Tuner, or the one Tune's last snapshot restores, run to its end with
+every trial recorded by the writer."""
+
+from __future__ import annotations
+
+import os
+
+from ray import tune
+
+from cluster.driver.recording import TrialRecorder
+from cluster.driver.resume import plan_resume, snapshot_trial_ids
+from cluster.driver.studyrun import StudyRun
+from cluster.driver.tuning import build_tuner, planned_epochs, restore_tuner
+
+
+def fit(run: StudyRun) -> list[tune.Result]:
+    """Runs every trial of the study; returns each trial's result."""
+    run.writer.start(
+        run.study_id, run.tracker.experiment_id, run.tracker.parent_run_id, run.study.trials if run.resumed else None
+    )
+    recorder = TrialRecorder(run.writer, run.spec.params, planned_epochs(run.spec, run.info) or 0)
+    if run.resumed:
+        tuner = _resumed_tuner(run, recorder)
+    else:
+        tuner = build_tuner(
+            run.spec,
+            run.info,
+            experiment_name=run.study_id,
+            storage_path=run.settings.tune_storage,
+            callbacks=[recorder],
+            data_roots=run.settings.data_roots,
+        )
+    grid = tuner.fit()
+    return [grid[i] for i in range(len(grid))]
+
+
+def _resumed_tuner(run: StudyRun, recorder: TrialRecorder) -> tune.Tuner:
+    """The Tuner of a study whose driver died: restored from Tune's last snapshot, which the
+    store's records complete (`cluster.driver.resume`); a new one when Tune never took a snapshot."""
+    settings, study = run.settings, run.study
+    experiment_dir = os.path.join(settings.tune_storage, study.study_id)
+    snapshot = snapshot_trial_ids(experiment_dir)
+    plan = plan_resume(study, experiment_dir, snapshot)
+    if snapshot is None or not tune.Tuner.can_restore(experiment_dir):
+        recorder.resume(run.writer, study.trials)
+        return build_tuner(
+            study.spec,
+            run.info,
+            experiment_name=study.study_id,
+            storage_path=settings.tune_storage,
+            callbacks=[recorder],
+            carried=plan.carried,
+            adoptions=plan.adoptions,
+            data_roots=settings.data_roots,
+        )
+    tuner, callbacks = restore_tuner(
+        study.spec, run.info, experiment_dir, plan.carried, plan.adoptions, data_roots=settings.data_roots
+    )
+    restored = [callback for callback in callbacks if isinstance(callback, TrialRecorder)]
+    if len(restored) != 1:
+        raise RuntimeError(f"Tune's snapshot of {study.study_id} holds {len(restored)} trial recorders, not one")
+    restored[0].resume(run.writer, study.trials)
+    return tuner

@@ -1,0 +1,170 @@
+"""The study driver: runs one study as a Ray job, from PENDING to its end.
+
+It takes the study (RUNNING, with its MLflow parent run), tunes it (`cluster.driver.fit`),
+and ends it (`cluster.driver.finish`): the best model packaged, scored, logged and
+registered, and deployed when the spec asks. A study whose cluster goes away under it stays
+RUNNING, for the server to resume on the cluster that comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from anneal.settings import Settings
+from anneal.types import LOCAL_PRINCIPAL, Study, StudyState
+from cluster.driver.finish import fail, no_best_reason, package_best, pick_best, register_best, score, succeed
+from cluster.driver.fit import fit
+from cluster.driver.studyrun import StudyRun
+from cluster.driver.writer import TrialWriter, start_writer
+from cluster.environment import connect_ray
+from cluster.serving.deploy import deploy_study
+from cluster.serving.package import LoadedModel
+from cluster.store.store import Store
+from cluster.tracking.tracker import MlflowTracker
+from trainers.datasets import load_dataset
+from trainers.registry import check_spec
+
+log = logging.getLogger("anneal.driver")
+
+# How long a driver whose study failed watches for its cluster going away (then the failure
+# is the cluster's, not the study's) before it records the study FAILED.
+CLUSTER_LOSS_WAIT_S = 10.0
+
+
+class ClusterLost(RuntimeError):
+    """The Ray cluster under the driver went away; the study stays active, to be resumed."""
+
+
+def cluster_lost(gcs_address: str, supervisor: int, wait_s: float = CLUSTER_LOSS_WAIT_S) -> bool:
+    """True when the job's supervisor is gone or the cluster's GCS stops answering within `wait_s`."""
+    host, _, port = gcs_address.rpartition(":")
+    deadline = time.monotonic() + wait_s
+    while True:
+        if os.getppid() != supervisor:
+            return True
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+        except OSError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _cancel_on_sigterm() -> None:
+    # Ray stops a job with SIGTERM; Tune stops gracefully on SIGINT, so pass it on.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def record_local_study(settings: Settings, spec_path: str) -> str:
+    """`anneal run spec.yaml`: records the spec as a study of the cluster's own users; returns its id."""
+    from anneal.spec import StudySpec
+
+    spec = StudySpec.load(spec_path)
+    check_spec(spec, allow_import_paths=True, data_roots=settings.data_roots)
+    return Store(settings.store_url).create_study(spec, owner=LOCAL_PRINCIPAL).study_id
+
+
+def run_study(
+    settings: Settings,
+    study_id: str,
+    *,
+    supervisor: int,
+    allow_import_paths: bool = False,
+    writer: TrialWriter | None = None,
+    resume: bool = False,
+) -> Study:
+    """Runs a recorded study to its end and returns it as the store has it then. `writer`,
+    when given (a standby driver started it ahead), records its trials; it is closed here.
+    With `resume`, a RUNNING study whose driver died goes on from Tune's last snapshot.
+    `supervisor` is this process's parent when it started (for a Ray job, the job's process):
+    once it is gone, a failure is the cluster's, not the study's."""
+    writer = writer or start_writer(settings)
+    try:
+        return _run_study(settings, study_id, allow_import_paths, writer, resume, supervisor)
+    finally:
+        writer.close()
+
+
+def _run_study(
+    settings: Settings, study_id: str, allow_import_paths: bool, writer: TrialWriter, resume: bool, supervisor: int
+) -> Study:
+    store = Store(settings.store_url)
+    study = store.get_study(study_id)
+    # Only a study `anneal run` recorded (the cluster's own users) may name module:function.
+    allowed = allow_import_paths and study.owner == LOCAL_PRINCIPAL
+    info = check_spec(study.spec, allow_import_paths=allowed, data_roots=settings.data_roots)
+    tracker = MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    resumed = resume and study.state is StudyState.RUNNING and bool(study.mlflow_run_id)
+    if resumed:
+        log.warning("resuming study %s, whose previous driver died", study_id)
+        tracker.resume_study(study.mlflow_experiment_id, study.mlflow_run_id)
+    elif not _take(store, tracker, study):
+        return store.get_study(study_id)
+    run = StudyRun(settings, store, tracker, writer, study, info, resumed, supervisor)
+    try:
+        tune_and_finish(run)
+    except BaseException as error:
+        gcs = ray.get_runtime_context().gcs_address if ray.is_initialized() else ""
+        if isinstance(error, ClusterLost) or (gcs and cluster_lost(gcs, supervisor)):
+            # Not the study's failure: it stays RUNNING, and the server resumes it on the cluster that comes back.
+            log.warning("the Ray cluster went away under study %s, which stays %s: %r", study_id, "RUNNING", error)
+            raise
+        store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=f"the study driver failed: {error!r}")
+        tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
+        raise
+    return store.get_study(study_id)
+
+
+def _take(store: Store, tracker: MlflowTracker, study: Study) -> bool:
+    """Starts the study's MLflow parent run and moves it PENDING -> RUNNING; False (the run
+    ended KILLED) when it is no longer PENDING, e.g. cancelled before its driver started."""
+    spec = study.spec
+    tracker.start_study(study.study_id, spec.name, spec.to_yaml(), spec.params)
+    if store.transition(
+        study.study_id,
+        [StudyState.PENDING],
+        StudyState.RUNNING,
+        mlflow_experiment_id=tracker.experiment_id,
+        mlflow_run_id=tracker.parent_run_id,
+    ):
+        return True
+    tracker.end_run(tracker.parent_run_id, "KILLED")
+    return False
+
+
+def tune_and_finish(run: StudyRun) -> None:
+    """Fits the study, then ends it: CANCELLED as asked, FAILED without a result, or SUCCEEDED
+    with its best model packaged, scored, registered (and deployed when the spec asks)."""
+    connect_ray(run.settings)
+    _cancel_on_sigterm()
+    results = fit(run)
+    # Tune may end its trials as errors when their nodes vanish with the whole cluster.
+    if cluster_lost(ray.get_runtime_context().gcs_address, run.supervisor, wait_s=0):
+        raise ClusterLost(f"the Ray cluster went away while study {run.study_id} ran")
+    cancelled = run.store.get_study(run.study_id).state is StudyState.CANCELLED
+    # Every trial is in the store and MLflow before the study ends; runs a cancel cut short end KILLED.
+    run.writer.flush(end_open_runs="KILLED" if cancelled else "")
+    if cancelled:
+        run.tracker.end_run(run.tracker.parent_run_id, "KILLED")
+        return
+    best = pick_best(run.spec, results)
+    if best is None:
+        fail(run, no_best_reason(run.spec, results))
+        return
+    data = load_dataset(run.spec.dataset, run.settings.data_roots)
+    with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
+        package = package_best(run, best, data.shape, Path(directory))
+        test_metrics = score(LoadedModel(package), data.x_test, data.y_test)
+        model = register_best(run, best, package, test_metrics)
+    succeed(run, best, model)
+    if run.spec.deploy.auto:
+        deploy_study(run.store, run.settings, run.study_id, run.spec.deploy.replicas)

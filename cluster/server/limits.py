@@ -1,0 +1,68 @@
+"""The sizes and counts a server accepts: of one spec, of a Deploy, of open WatchStudy streams."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+from anneal.errors import FieldError, InvalidArgument, InvalidSpec, ResourceExhausted
+from anneal.settings import Settings
+from anneal.spec import StudySpec
+
+MAX_BATCH_SIZE = 4096  # as the spec's deploy.max_batch_size
+
+
+def check_spec_size(size_bytes: int, settings: Settings) -> None:
+    if size_bytes > settings.max_spec_bytes:
+        raise InvalidSpec.field("spec", f"is {size_bytes} bytes encoded; at most {settings.max_spec_bytes}")
+
+
+def check_spec_limits(spec: StudySpec, settings: Settings) -> None:
+    """The sizes a server accepts of one study, each named by its field."""
+    errors = []
+    space = spec.search_space
+    if len(space) > settings.max_search_space_params:
+        errors.append(
+            FieldError("search_space", f"tunes {len(space)} parameters; at most {settings.max_search_space_params}")
+        )
+    for name, domain in space.items():
+        if domain.categorical is not None and len(domain.categorical) > settings.max_categorical_choices:
+            message = f"has {len(domain.categorical)} choices; at most {settings.max_categorical_choices}"
+            errors.append(FieldError(f"search_space.{name}.categorical", message))
+    if spec.budget.max_trials > settings.max_trials:
+        errors.append(FieldError("budget.max_trials", f"is {spec.budget.max_trials}; at most {settings.max_trials}"))
+    if spec.deploy.replicas > settings.max_replicas:
+        errors.append(FieldError("deploy.replicas", f"is {spec.deploy.replicas}; at most {settings.max_replicas}"))
+    if errors:
+        raise InvalidSpec(errors)
+
+
+def check_deploy_request(replicas: int, max_batch_size: int, settings: Settings) -> None:
+    """Deploy's own overrides of the spec's deploy settings; 0 keeps the spec's."""
+    if not 0 <= replicas <= settings.max_replicas:
+        raise InvalidArgument.field("replicas", f"must be between 0 and {settings.max_replicas}")
+    if not 0 <= max_batch_size <= MAX_BATCH_SIZE:
+        raise InvalidArgument.field("max_batch_size", f"must be between 0 and {MAX_BATCH_SIZE}")
+
+
+class StreamSlots:
+    """Open streams per principal, at most `limit` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, owner: str) -> Iterator[None]:
+        with self._lock:
+            if self._open[owner] >= self.limit:
+                raise ResourceExhausted(f"{owner} has {self.limit} WatchStudy streams open, the most allowed")
+            self._open[owner] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open[owner] -= 1

@@ -1,0 +1,120 @@
+"""The gRPC servicer, thin: unpack, call the domain, map errors, pack; and the one mapping from
+exceptions to status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from anneal import convert
+from anneal.errors import AnnealError
+from anneal.types import EventKind
+from anneal.v1 import anneal_pb2 as pb
+from anneal.v1 import anneal_pb2_grpc as pb_grpc
+from cluster.server.interceptor import principal_of
+from cluster.server.limits import check_spec_size
+from cluster.server.service import AnnealService
+
+log = logging.getLogger("anneal.server")
+
+# Status messages go percent-encoded in a header (8 KiB soft limit): up to three bytes each.
+MAX_MESSAGE_BYTES = 2048
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _abort(context: grpc.ServicerContext, error: Exception) -> None:
+    """The one mapping from exceptions to status codes: an AnnealError answers its class's code;
+    anything else (a bare AnnealError included, which has none) is an internal error with an id."""
+    if isinstance(error, AnnealError) and error.code is not grpc.StatusCode.UNKNOWN:
+        context.abort(error.code, _fitting(str(error)))
+    incident = uuid.uuid4().hex[:12]
+    log.error("internal error %s", incident, exc_info=error)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log")
+
+
+def _fitting(message: str) -> str:
+    """The message cut to fit a status header: messages echo what the caller sent, and a
+    header over gRPC's metadata limit would reach the caller as RESOURCE_EXHAUSTED instead."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    return encoded[:MAX_MESSAGE_BYTES].decode(errors="ignore") + " …"
+
+
+def mapped(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            _abort(context, error)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class AnnealServicer(pb_grpc.AnnealServiceServicer):
+    def __init__(self, service: AnnealService, stopping: threading.Event) -> None:
+        self.service = service
+        self.stopping = stopping
+
+    @mapped
+    def CreateStudy(self, request: pb.CreateStudyRequest, context: grpc.ServicerContext) -> pb.Study:
+        check_spec_size(request.spec.ByteSize(), self.service.settings)
+        spec = convert.spec_from_pb(request.spec)
+        return convert.study_to_pb(self.service.studies.create_study(spec, principal_of(context)))
+
+    @mapped
+    def GetStudy(self, request: pb.GetStudyRequest, context: grpc.ServicerContext) -> pb.Study:
+        return convert.study_to_pb(self.service.studies.get_study(request.study_id, principal_of(context)))
+
+    @mapped
+    def ListStudies(self, request: pb.ListStudiesRequest, context: grpc.ServicerContext) -> pb.ListStudiesResponse:
+        studies = self.service.studies.list_studies(principal_of(context))
+        return pb.ListStudiesResponse(studies=[convert.study_to_pb(s) for s in studies])
+
+    def WatchStudy(self, request: pb.WatchStudyRequest, context: grpc.ServicerContext) -> Iterator[pb.StudyEvent]:
+        gone = threading.Event()
+        context.add_callback(gone.set)  # the client went away
+
+        def stopped() -> bool:
+            return gone.is_set() or self.stopping.is_set()
+
+        ended = False
+        try:
+            principal = principal_of(context)
+            studies = self.service.studies
+            events = studies.watch_study(request.study_id, principal, request.after_sequence, stopped=stopped)
+            for event in events:
+                ended = event.kind is EventKind.STUDY_ENDED
+                yield convert.event_to_pb(event)
+        except Exception as error:
+            _abort(context, error)
+        if not ended and self.stopping.is_set():  # in the grace period: the client hears why and can resume
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again")
+
+    @mapped
+    def CancelStudy(self, request: pb.CancelStudyRequest, context: grpc.ServicerContext) -> pb.Study:
+        return convert.study_to_pb(self.service.studies.cancel_study(request.study_id, principal_of(context)))
+
+    @mapped
+    def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.Deployment:
+        deployment = self.service.deployments.deploy(
+            request.study_id, principal_of(context), request.replicas, request.max_batch_size
+        )
+        return convert.deployment_to_pb(deployment)
+
+    @mapped
+    def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
+        return convert.deployment_to_pb(self.service.deployments.get_deployment(request.name, principal_of(context)))
+
+    @mapped
+    def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        rows = [list(row.values) for row in request.rows]
+        predictions = self.service.predictions.predict(request.deployment, rows, principal_of(context))
+        return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])

@@ -1,0 +1,118 @@
+"""The study domain: what CreateStudy, GetStudy, ListStudies, WatchStudy and CancelStudy do, in
+plain Python (no gRPC here), for a principal (`cluster.server.access`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from anneal.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
+from anneal.settings import Settings
+from anneal.spec import StudySpec
+from anneal.types import EventKind, Study, StudyEvent, StudyState
+from cluster.server.access import ID_PATTERN
+from cluster.server.jobs import Jobs
+from cluster.server.limits import StreamSlots, check_spec_limits
+from cluster.server.principals import Principal
+from cluster.store.store import Store
+from trainers.registry import check_spec
+
+
+class Studies:
+    """Creates studies (each one a Ray job that drives it), shows, follows and cancels them."""
+
+    def __init__(self, settings: Settings, store: Store, jobs: Jobs) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+        self._admission = threading.Lock()  # one quota check and create at a time
+        self._watches = StreamSlots(settings.max_watch_streams)
+
+    def create_study(self, spec: StudySpec, principal: Principal) -> Study:
+        check_spec_limits(spec, self.settings)
+        check_spec(spec, data_roots=self.settings.data_roots)
+        with self._admission:
+            self._check_quotas(spec, principal)
+            study = self.store.create_study(spec, owner=principal.name)
+        try:
+            job_id = self.jobs.submit(study.study_id)
+        except Exception as error:
+            self.store.transition(
+                study.study_id, [StudyState.PENDING], StudyState.FAILED, error=f"could not submit the Ray job: {error}"
+            )
+            raise Unavailable(f"could not submit the study to Ray: {error}") from error
+        self.store.update_study(study.study_id, ray_job_id=job_id)
+        return self.store.get_study(study.study_id)
+
+    def _check_quotas(self, spec: StudySpec, principal: Principal) -> None:
+        active = self.store.active_specs(principal.name)
+        studies = _quota(principal.max_concurrent_studies, self.settings.max_concurrent_studies)
+        if len(active) + 1 > studies:
+            raise ResourceExhausted(
+                f"{principal.name} has {len(active)} pending or running studies; the quota is {studies}"
+            )
+        trials = _quota(principal.max_concurrent_trials, self.settings.max_concurrent_trials)
+        running = sum(s.budget.max_concurrent_trials for s in active)
+        if running + spec.budget.max_concurrent_trials > trials:
+            raise ResourceExhausted(
+                f"{principal.name}'s studies may run {trials} trials at once; {running} are taken and this "
+                f"study asks for {spec.budget.max_concurrent_trials} (budget.max_concurrent_trials)"
+            )
+
+    def get_study(self, study_id: str, principal: Principal) -> Study:
+        if not ID_PATTERN.fullmatch(study_id):
+            raise NotFound(f"no study {study_id!r}")
+        study = self.store.get_study(study_id)
+        if not principal.sees(study.owner):
+            raise NotFound(f"no study {study_id!r}")
+        return study
+
+    def list_studies(self, principal: Principal) -> list[Study]:
+        return self.store.list_studies(owner=None if principal.admin else principal.name)
+
+    def watch_study(
+        self,
+        study_id: str,
+        principal: Principal,
+        after_sequence: int = 0,
+        *,
+        poll_s: float = 0.25,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> Iterator[StudyEvent]:
+        """The study's events in order, until its STUDY_ENDED event (or until `stopped()`)."""
+        self.get_study(study_id, principal)  # NotFound before the stream starts
+        with self._watches.hold(principal.name):
+            cursor = after_sequence
+            while not stopped():
+                ended = self.store.state_of(study_id).is_terminal  # read first: its last events precede it
+                batch = self.store.events_after(study_id, cursor)
+                for event in batch:
+                    cursor = event.sequence
+                    yield event
+                    if event.kind is EventKind.STUDY_ENDED:
+                        return
+                if not batch:
+                    if ended:  # a watch from past the study's last event
+                        return
+                    time.sleep(poll_s)
+
+    def cancel_study(self, study_id: str, principal: Principal) -> Study:
+        """Stops a pending or running study; cancelling a cancelled study is harmless."""
+        study = self.get_study(study_id, principal)
+        if study.state is StudyState.CANCELLED:
+            return study
+        moved = self.store.transition(
+            study_id, [StudyState.PENDING, StudyState.RUNNING], StudyState.CANCELLED, message="cancelled by request"
+        )
+        if not moved:
+            current = self.store.get_study(study_id)
+            if current.state is StudyState.CANCELLED:
+                return current
+            raise FailedPrecondition(f"study {study_id} already ended {current.state.value}")
+        self.jobs.stop(study.ray_job_id)
+        return self.store.get_study(study_id)
+
+
+def _quota(own: int | None, default: int) -> int:
+    return default if own is None else own
