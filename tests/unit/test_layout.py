@@ -180,54 +180,47 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+# Small trees that break one rule each, to show that the checks see it and name it.
+AGAINST_THE_DIRECTION = {
+    "anneal/cli.py": "def run():\n    from cluster.local import up\n",
+    "cluster/local.py": "",
+    "trainers/registry.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import cluster.local\n",
+}
+ACROSS_PROCESSES = {
+    "cluster/driver/__init__.py": "",
+    "cluster/driver/finish.py": "def deploy():\n    from cluster.server.studies import Studies\n",
+    "cluster/server/__init__.py": "",
+    "cluster/server/studies.py": "from cluster.store import store\n",
+    "cluster/store/__init__.py": "",
+    "cluster/store/store.py": "",
+}
+ROUND_A_CIRCLE = {
+    "trainers/contract.py": "def load():\n    from trainers.registry import import_target\n",
+    "trainers/registry.py": "from trainers import datasets\n",
+    "trainers/datasets.py": "from .contract import Splits\n",
+    "trainers/mlp.py": "from trainers.contract import Splits\n",
+}
+
+
 def test_an_import_inside_a_function_against_the_direction_is_named(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "anneal/cli.py": "def run():\n    from cluster.local import up\n",
-            "cluster/local.py": "",
-            "trainers/registry.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import cluster.local\n",
-        },
-    )
-    assert direction_violations(root) == [
+    assert direction_violations(write(tmp_path, AGAINST_THE_DIRECTION)) == [
         "anneal/cli.py:2: anneal.cli imports cluster.local (anneal must not import cluster)",
         "trainers/registry.py:3: trainers.registry imports cluster.local (trainers must not import cluster)",
     ]
 
 
 def test_a_driver_module_that_reaches_into_the_server_is_named(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "cluster/driver/__init__.py": "",
-            "cluster/driver/finish.py": "def deploy():\n    from cluster.server.studies import Studies\n",
-            "cluster/server/__init__.py": "",
-            "cluster/server/studies.py": "from cluster.store import store\n",
-            "cluster/store/__init__.py": "",
-            "cluster/store/store.py": "",
-        },
-    )
-    assert cluster_violations(root) == [
+    assert cluster_violations(write(tmp_path, ACROSS_PROCESSES)) == [
         "cluster/driver/finish.py:2: cluster.driver.finish imports cluster.server.studies (cluster/driver may not)"
     ]
 
 
 def test_a_circle_through_a_function_level_import_is_named(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "trainers/contract.py": "def load():\n    from trainers.registry import import_target\n",
-            "trainers/registry.py": "from trainers import datasets\n",
-            "trainers/datasets.py": "from .contract import Splits\n",
-            "trainers/mlp.py": "from trainers.contract import Splits\n",
-        },
-    )
-    (circle,) = import_circles(root)
-    assert circle == (
+    assert import_circles(write(tmp_path, ROUND_A_CIRCLE)) == [
         "trainers/contract.py:2: trainers.contract imports trainers.registry; "
         "trainers/datasets.py:1: trainers.datasets imports trainers.contract; "
         "trainers/registry.py:1: trainers.registry imports trainers.datasets"
-    )
+    ]
 
 
 def test_one_anneal_command_holds_the_client_and_the_server_commands() -> None:
