@@ -2,7 +2,7 @@
 
 The one `anneal` command enters on the cluster side (`cluster.local.cli`), which adds the
 server's commands (up, down, serve, token, run, demo) to these; this module imports
-nothing of the cluster, so a client machine needs only grpcio and pydantic.
+nothing of the cluster, so a client machine needs none of the server's dependencies.
 """
 
 from __future__ import annotations

@@ -61,11 +61,10 @@ def no_best_reason(spec: StudySpec, results: list[tune.Result]) -> str:
     return f"no trial reported {spec.objective.metric}: {errors} of {len(results)} trials failed"
 
 
-def package_best(run: StudyRun, best: BestTrial, shape: DataShape, directory: Path) -> Path:
+def package_best(run: StudyRun, best: BestTrial, shape: DataShape, directory: Path) -> None:
     """Writes the best trial's model package (`cluster.serving.package`) into `directory`."""
     weights = run.info.load().model_state(load_checkpoint_state(best.checkpoint))
     write_model_package(directory, run.spec.trainer, best.config, shape, weights)
-    return directory
 
 
 def score(model: LoadedModel, x: Any, y: Any) -> dict[str, float]:

@@ -64,15 +64,6 @@ def _cancel_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
-def record_local_study(settings: Settings, spec_path: str) -> str:
-    """`anneal run spec.yaml`: records the spec as a study of the cluster's own users; returns its id."""
-    from anneal.spec import StudySpec
-
-    spec = StudySpec.load(spec_path)
-    check_spec(spec, allow_import_paths=True, data_roots=settings.data_roots)
-    return Store(settings.store_url).create_study(spec, owner=LOCAL_PRINCIPAL).study_id
-
-
 def run_study(
     settings: Settings,
     study_id: str,
@@ -162,7 +153,8 @@ def tune_and_finish(run: StudyRun) -> None:
         return
     data = load_dataset(run.spec.dataset, run.settings.data_roots)
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
-        package = package_best(run, best, data.shape, Path(directory))
+        package = Path(directory)
+        package_best(run, best, data.shape, package)
         test_metrics = score(LoadedModel(package), data.x_test, data.y_test)
         model = register_best(run, best, package, test_metrics)
     succeed(run, best, model)

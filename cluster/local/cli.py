@@ -93,10 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.study:
         study_id = args.study
     else:
-        from cluster.driver.run import record_local_study
-
-        study_id = record_local_study(settings, args.spec)
-        console.print(f"study {study_id} recorded in {settings.store_url}")
+        study_id = _record_spec(settings, args.spec)
 
     from cluster.driver.run import run_study
 
@@ -104,6 +101,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = run_study(settings, study_id, supervisor=supervisor, allow_import_paths=True, writer=writer, resume=resume)
     print_study(study)
     return 0 if study.state is StudyState.SUCCEEDED else 1
+
+
+def _record_spec(settings: Settings, spec_path: str) -> str:
+    """`anneal run spec.yaml`: records the spec as a study of the cluster's own users, checked
+    before the driver's slow imports."""
+    from anneal.spec import StudySpec
+    from anneal.types import LOCAL_PRINCIPAL
+    from cluster.store.store import Store
+    from trainers.registry import check_spec
+
+    spec = StudySpec.load(spec_path)
+    check_spec(spec, allow_import_paths=True, data_roots=settings.data_roots)
+    study_id = Store(settings.store_url).create_study(spec, owner=LOCAL_PRINCIPAL).study_id
+    console.print(f"study {study_id} recorded in {settings.store_url}")
+    return study_id
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

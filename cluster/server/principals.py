@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from anneal.errors import ConfigurationError
+from anneal.errors import ConfigurationError, InvalidArgument
 from anneal.settings import DEV_TOKEN_FILE, Settings
 from anneal.spec import NAME_PATTERN
 from anneal.types import LOCAL_PRINCIPAL
@@ -141,8 +141,8 @@ def dev_token(home: Path) -> str:
 def add_principal(path: Path, name: str, *, admin: bool = False, **quotas: int | None) -> str:
     """Adds (or replaces) `name` in the tokens file with a new token; returns the token, which
     is not stored anywhere."""
-    if name == LOCAL_PRINCIPAL:
-        raise ConfigurationError(LOCAL_IS_RESERVED)  # before the file is read: a TokensFile would refuse it too
+    if name == LOCAL_PRINCIPAL:  # refused before the file is read: a TokensFile would refuse it too
+        raise InvalidArgument.field("name", LOCAL_IS_RESERVED)
     token = new_token()
     principal = Principal(name=name, token_sha256=hash_token(token), admin=admin, **quotas)
     current = TokensFile.model_validate(json.loads(path.read_text())) if path.exists() else TokensFile()

@@ -3,10 +3,13 @@ deploy of a study's best model that the server (Deploy) and a driver (deploy.aut
 
 from __future__ import annotations
 
+from ray import serve
+
 from anneal.errors import FailedPrecondition
 from anneal.settings import Settings
 from anneal.types import Deployment, DeploymentState, StudyState
 from cluster.serving.package import check_model_package
+from cluster.serving.replica import ModelServer
 from cluster.store.store import Store, now
 
 
@@ -56,10 +59,6 @@ def deploy_study(
 
 def deploy_model(owner: str, name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
     """Starts (or updates) the Serve application of `owner`'s `name`; returns once it is running."""
-    from ray import serve
-
-    from cluster.serving.replica import ModelServer
-
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)  # type: ignore[attr-defined]
     serve.run(app, name=app_name(owner, name), route_prefix=route_for(owner, name))

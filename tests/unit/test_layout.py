@@ -30,7 +30,7 @@ CLUSTER_MAY_IMPORT: dict[str, set[str]] = {
     "serving": {"store"},
     "driver": {"environment", "store", "tracking", "trial", "serving"},
     "server": {"environment", "store", "tracking", "trial", "serving"},
-    "local": {"environment", "server", "driver"},
+    "local": {"environment", "store", "server", "driver"},
 }
 
 
