@@ -4,8 +4,10 @@ processes that were up, with torch imported, before the study was created."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+import ray
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors, list_workers
 from ray.util.state.common import WorkerState
@@ -45,22 +47,39 @@ def all_workers() -> list[WorkerState]:
     return sorted(workers, key=lambda w: w.worker_launch_time_ms or 0)
 
 
-def idle_workers_since(start_ms: int) -> list[WorkerState]:
-    """Live workers launched after `start_ms` that run no actor yet."""
+def job_of(pid: int) -> str:
+    """The Ray job a worker process works for (Ray starts each with RAY_JOB_ID); '' when gone."""
+    try:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    return next((v.decode() for k, _, v in (e.partition(b"=") for e in environment) if k == b"RAY_JOB_ID"), "")
+
+
+def idle_workers_of(job_id: str, start_ms: int) -> list[WorkerState]:
+    """Live workers of the job launched after `start_ms` that run no actor yet."""
     busy = {a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)}
     return [
         w
         for w in all_workers()
-        if w.is_alive and w.worker_type == "WORKER" and w.pid not in busy and (w.worker_launch_time_ms or 0) >= start_ms
+        if w.is_alive
+        and w.worker_type == "WORKER"
+        and w.pid not in busy
+        and (w.worker_launch_time_ms or 0) >= start_ms
+        and job_of(w.pid) == job_id
     ]
 
 
 def test_trials_run_in_workers_started_before_the_study(stack: Stack) -> None:
     submission_id, job_id, started_ms = free_standby_job(stack)
+    # The standby asks for one warm worker per CPU (at most warm_trial_workers): the study is
+    # created once all of them are up and idle, the standby's own (an idle worker of another
+    # job would not show that this standby has warmed up).
+    asked = min(int(ray.cluster_resources().get("CPU", 0)), stack.settings.warm_trial_workers)
     deadline = time.monotonic() + WAIT_S
-    while not idle_workers_since(started_ms) and time.monotonic() < deadline:
+    while len(idle_workers_of(job_id, started_ms)) < asked and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert idle_workers_since(started_ms), "the standby driver started no trial workers"
+    assert len(idle_workers_of(job_id, started_ms)) >= asked, "the standby driver did not start its trial workers"
 
     with stack.client() as client:
         study = client.create_study(small_spec("it-warm", params={"epochs": 2, "batch_size": 64}))
