@@ -31,6 +31,8 @@ Mode = Literal["max", "min"]
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes")
 MODES: tuple[str, ...] = ("max", "min")
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# The most rows one batch of Predict calls may merge (deploy.max_batch_size, and Deploy's override).
+MAX_BATCH_SIZE = 4096
 
 
 def _field_error(field: str, message: str) -> PydanticCustomError:
@@ -211,7 +213,7 @@ class DeployPolicy(_Spec):
     max_batch_size: int = Field(
         32,
         ge=1,
-        le=4096,
+        le=MAX_BATCH_SIZE,
         description="Most rows of concurrent Predict calls sent to a replica at once; 1 turns batching off.",
     )
 

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 
 from anneal.errors import FieldError, InvalidArgument, InvalidSpec, ResourceExhausted
 from anneal.settings import Settings
-from anneal.spec import StudySpec
-
-MAX_BATCH_SIZE = 4096  # as the spec's deploy.max_batch_size
+from anneal.spec import MAX_BATCH_SIZE, StudySpec
 
 
 def check_spec_size(size_bytes: int, settings: Settings) -> None:
