@@ -152,7 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = json.loads(text)
     with _client(args) as client:
         predictions = client.predict(args.deployment, rows)
-    out.print_json(json.dumps([p.model_dump() for p in predictions]))
+    # Each row's JSON answer: label and probabilities (classification) or values (regression).
+    out.print_json(json.dumps([p.answer() for p in predictions]))
     return 0
 
 

@@ -346,8 +346,8 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
 
 
 def prediction_to_pb(prediction: Prediction) -> pb.Prediction:
-    return pb.Prediction(label=prediction.label, probabilities=prediction.probabilities)
+    return pb.Prediction(label=prediction.label, probabilities=prediction.probabilities, values=prediction.values)
 
 
 def prediction_from_pb(message: pb.Prediction) -> Prediction:
-    return Prediction(label=message.label, probabilities=list(message.probabilities))
+    return Prediction(label=message.label, probabilities=list(message.probabilities), values=list(message.values))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -127,5 +128,17 @@ class Deployment(_Result):
 
 
 class Prediction(_Result):
-    label: int
+    """One row's answer. Classification fills `label` and the class `probabilities`;
+    regression fills `values`, the row's predicted value(s), and leaves label 0 and no
+    probabilities."""
+
+    label: int = 0
     probabilities: list[float] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+
+    def answer(self) -> dict[str, Any]:
+        """The row's JSON answer (Serve's HTTP route, `anneal predict`): only the fields its
+        task fills, so a classification answer reads as it did before regression existed."""
+        if self.values:
+            return {"values": self.values}
+        return {"label": self.label, "probabilities": self.probabilities}

@@ -209,12 +209,14 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ..., max_concurrent_trials: _Optional[int] = ..., time_budget_s: _Optional[float] = ...) -> None: ...
 
 class Resources(_message.Message):
-    __slots__ = ("cpu", "gpu")
+    __slots__ = ("cpu", "gpu", "workers")
     CPU_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     cpu: float
     gpu: float
-    def __init__(self, cpu: _Optional[float] = ..., gpu: _Optional[float] = ...) -> None: ...
+    workers: int
+    def __init__(self, cpu: _Optional[float] = ..., gpu: _Optional[float] = ..., workers: _Optional[int] = ...) -> None: ...
 
 class FailurePolicy(_message.Message):
     __slots__ = ("max_retries", "checkpoint_interval_s")
@@ -397,12 +399,14 @@ class Row(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "probabilities")
+    __slots__ = ("label", "probabilities", "values")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     label: int
     probabilities: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, label: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CreateStudyRequest(_message.Message):
     __slots__ = ("spec",)

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from anneal.types import Prediction
+
 Rows = list[list[float]]
-Answers = list[tuple[int, list[float]]]
+Answers = list[Prediction]
 
 
 @dataclass

@@ -93,7 +93,7 @@ class PredictRouter:
         except Exception:
             self.forget(key)  # the next call looks the deployment up afresh
             raise
-        return [Prediction(label=label, probabilities=probabilities) for label, probabilities in answers]
+        return answers
 
     def forget(self, key: DeploymentKey) -> None:
         """Drops the deployment's route: the next call looks it up afresh."""
@@ -115,7 +115,7 @@ class PredictRouter:
         except RayServeException as error:
             raise NotFound(f"deployment {name} is not running in Ray Serve: {error}") from None
 
-        def call(rows: list[list[float]]) -> list[tuple[int, list[float]]]:
+        def call(rows: list[list[float]]) -> Answers:
             return retry_lost_replicas(
                 lambda timeout_s: handle.predict.remote(rows).result(timeout_s=timeout_s), PREDICT_TIMEOUT_S, name
             )

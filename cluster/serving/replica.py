@@ -1,4 +1,7 @@
-"""One replica of a deployed model, a Ray Serve actor: `predict` for handles, JSON over HTTP."""
+"""One replica of a deployed model, a Ray Serve actor: `predict` for handles, JSON over HTTP.
+
+Over HTTP each row answers `{"label", "probabilities"}` (classification) or `{"values"}`
+(regression): `Prediction.answer`."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import torch
 from ray import serve
 from starlette.requests import Request
 
+from anneal.types import Prediction
 from cluster.serving.package import load_from_mlflow
 
 REPLICA_CPUS = 0.5
@@ -21,7 +25,7 @@ class ModelServer:
         torch.set_num_threads(1)
         self.loaded = load_from_mlflow(model_uri, tracking_uri)
 
-    async def predict(self, rows: list[list[float]]) -> list[tuple[int, list[float]]]:
+    async def predict(self, rows: list[list[float]]) -> list[Prediction]:
         return self.loaded.predict(rows)
 
     async def __call__(self, request: Request) -> dict[str, Any]:
@@ -33,4 +37,4 @@ class ModelServer:
             predictions = self.loaded.predict(rows)
         except (ValueError, TypeError) as error:
             return {"error": str(error)}
-        return {"predictions": [{"label": label, "probabilities": probs} for label, probs in predictions]}
+        return {"predictions": [prediction.answer() for prediction in predictions]}

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from anneal.types import Prediction
 from cluster.server.batching import Answers, PredictBatcher, Rows
 
 
@@ -22,7 +23,7 @@ class SlowModel:
         self.batches.append(len(rows))
         if any(len(r) != 2 for r in rows):
             raise ValueError("each row needs 2 values")
-        return [(int(r[0]), [1.0]) for r in rows]
+        return [Prediction(label=int(r[0]), probabilities=[1.0]) for r in rows]
 
 
 def test_concurrent_calls_are_merged_and_answered_in_order() -> None:
@@ -32,7 +33,7 @@ def test_concurrent_calls_are_merged_and_answered_in_order() -> None:
         futures = [pool.submit(batcher.predict, [[float(n), 0.0], [float(n), 1.0]], 10) for n in range(16)]
         model.gate.set()
         answers = [f.result() for f in futures]
-    assert all([label for label, _ in answer] == [n, n] for n, answer in enumerate(answers))
+    assert all([p.label for p in answer] == [n, n] for n, answer in enumerate(answers))
     assert sum(model.batches) == 32
     assert len(model.batches) < 16  # calls that waited shared a batch
 
@@ -44,7 +45,7 @@ def test_bad_rows_fail_only_their_own_call() -> None:
         good = [pool.submit(batcher.predict, [[float(n), 0.0]], 10) for n in range(6)]
         bad = pool.submit(batcher.predict, [[1.0, 2.0, 3.0]], 10)
         model.gate.set()
-        assert [f.result()[0][0] for f in good] == list(range(6))
+        assert [f.result()[0].label for f in good] == list(range(6))
         with pytest.raises(ValueError, match="2 values"):
             bad.result()
 
@@ -53,5 +54,5 @@ def test_batching_off_calls_straight_through() -> None:
     model = SlowModel()
     model.gate.set()
     batcher = PredictBatcher(model, max_rows=1)
-    assert batcher.predict([[3.0, 0.0]], 1) == [(3, [1.0])]
+    assert batcher.predict([[3.0, 0.0]], 1) == [Prediction(label=3, probabilities=[1.0])]
     assert model.batches == [1]

@@ -416,12 +416,39 @@ def test_deployment_each_state(state: DeploymentState) -> None:
 
 @pytest.mark.parametrize(
     "prediction",
-    [Prediction(label=2, probabilities=[0.125, 0.25, 0.625]), Prediction(label=0, probabilities=[])],
-    ids=["probabilities", "empty"],
+    [
+        Prediction(label=2, probabilities=[0.125, 0.25, 0.625]),
+        Prediction(label=0, probabilities=[]),
+        Prediction(values=[151.25]),
+        Prediction(values=[-0.5, 0.0, 1e300]),
+    ],
+    ids=["probabilities", "empty", "one-value", "values"],
 )
 def test_prediction_round_trip(prediction: Prediction) -> None:
     message = convert.prediction_to_pb(prediction).SerializeToString()
     assert convert.prediction_from_pb(pb.Prediction.FromString(message)) == prediction
+
+
+def test_a_classification_prediction_carries_no_values_on_the_wire() -> None:
+    """What a server answers a classification row is byte for byte what it answered before
+    `values` existed, so clients built before it read it unchanged."""
+    message = convert.prediction_to_pb(Prediction(label=1, probabilities=[0.25, 0.75]))
+    assert not message.values
+    assert message.SerializeToString() == pb.Prediction(label=1, probabilities=[0.25, 0.75]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answer"),
+    [
+        (Prediction(label=1, probabilities=[0.25, 0.75]), {"label": 1, "probabilities": [0.25, 0.75]}),
+        (Prediction(values=[151.25]), {"values": [151.25]}),
+    ],
+    ids=["classification", "regression"],
+)
+def test_a_prediction_answers_in_json_with_the_fields_its_task_fills(
+    prediction: Prediction, answer: dict[str, object]
+) -> None:
+    assert prediction.answer() == answer
 
 
 def test_empty_scalar_reads_as_none() -> None:

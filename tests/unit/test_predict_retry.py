@@ -3,15 +3,23 @@ was lost, until its deadline; other errors are not retried."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import pytest
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import ReplicaUnavailableError
 
 from anneal.errors import InvalidArgument
+from anneal.settings import Settings
+from anneal.types import Prediction
 from cluster.server import predict
-from cluster.server.predict import check_rows, retry_lost_replicas
+from cluster.server.batching import PredictBatcher, Rows
+from cluster.server.predict import PredictRouter, check_rows, retry_lost_replicas
+from cluster.store.store import Store
+from tests.unit.helpers import principal
 
-ANSWER = [(1, [0.0, 1.0])]
+ANSWER = [Prediction(label=1, probabilities=[0.0, 1.0]), Prediction(values=[151.25])]
 
 
 class Flaky:
@@ -22,7 +30,7 @@ class Flaky:
         self.error = error
         self.sends = 0
 
-    def __call__(self, timeout_s: float) -> list[tuple[int, list[float]]]:
+    def __call__(self, timeout_s: float) -> list[Prediction]:
         self.sends += 1
         assert timeout_s > 0
         if self.sends <= self.losses:
@@ -77,3 +85,17 @@ def test_predict_refuses_rows_it_cannot_answer_honestly(rows: list[list[float]],
 
 def test_predict_accepts_finite_rows_of_one_width() -> None:
     check_rows([[0.0, -1.5], [1e300, 2.0]])
+
+
+def test_predict_hands_on_the_replicas_predictions_of_either_task(tmp_path: Path) -> None:
+    """A replica answers `Prediction`s, classification and regression alike; the router passes
+    them on as they came, in the order of the rows."""
+
+    def replica(rows: Rows) -> list[Prediction]:
+        return [ANSWER[int(row[0])] for row in rows]
+
+    # The route is kept already, so Predict looks nothing up in the store.
+    router = PredictRouter(Settings.load(home=tmp_path), cast(Store, None))
+    router._routes[("alice", "m")] = PredictBatcher(replica, max_rows=1)
+    answers = router.predict("m", [[1.0], [0.0]], principal("alice"))
+    assert answers == [ANSWER[1], ANSWER[0]]
