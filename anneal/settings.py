@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     ray_dashboard_url: str = Field("", description="Ray dashboard / Jobs API URL.")
     serve_http_port: int = Field(8000, description="Port of Ray Serve's HTTP proxy (loopback).")
     reflection: bool = Field(False, description="Serve gRPC reflection.")
-    num_cpus: int = Field(0, description="CPUs the local Ray head offers; 0 means all.")
+    num_cpus: int = Field(0, ge=0, description="CPUs the local Ray head offers; 0 means all.")
+    num_gpus: int = Field(
+        -1, ge=-1, description="GPUs the local Ray head offers; -1 means those it finds. More than it has are logical."
+    )
     standby_drivers: int = Field(
         1,
         ge=0,

@@ -183,9 +183,15 @@ class Budget(_Spec):
     )
 
 
+MAX_WORKERS = 256
+
+
 class Resources(_Spec):
-    cpu: float = Field(1.0, ge=0, description="CPUs per trial; fractions allowed.")
-    gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions allowed below 1.")
+    workers: int = Field(
+        1, ge=1, le=MAX_WORKERS, description="Processes that train one trial data-parallel; 1 trains it in one."
+    )
+    cpu: float = Field(1.0, ge=0, description="CPUs per worker; fractions allowed.")
+    gpu: float = Field(0.0, ge=0, description="GPUs per worker; fractions allowed below 1, with one worker only.")
 
     @model_validator(mode="after")
     def _check(self) -> Resources:
@@ -193,7 +199,14 @@ class Resources(_Spec):
             raise _field_error("cpu", "a trial needs some cpu or gpu")
         if self.gpu > 1 and not float(self.gpu).is_integer():
             raise _field_error("gpu", "above 1 must be a whole number")
+        if self.workers > 1 and not float(self.gpu).is_integer():
+            # NCCL refuses two ranks of one process group on one GPU.
+            raise _field_error("gpu", "must be a whole number when workers > 1: each worker needs GPUs of its own")
         return self
+
+    def trial_total(self) -> dict[str, float]:
+        """What one trial holds at once, over all of its workers."""
+        return {"CPU": self.workers * self.cpu, "GPU": self.workers * self.gpu}
 
 
 class FailurePolicy(_Spec):

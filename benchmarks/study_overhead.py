@@ -16,6 +16,7 @@ from typing import Any
 from anneal import StudySpec, StudyState
 from anneal.types import EventKind
 from benchmarks.common import Stack, alternate, console, local_stack, show, summary, wait_for_next_standby, write
+from trainers.workercontext import LocalContext
 
 SLOTS = 2
 LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -41,17 +42,6 @@ def workload(trials: int, epochs: int, name: str = "bench-overhead") -> StudySpe
     )
 
 
-class CollectingContext:
-    device = "cpu"
-    num_threads = 1
-
-    def report(self, metrics: Any, checkpoint: Any = None, *, final: bool = False) -> None:
-        pass
-
-    def load_checkpoint(self) -> None:
-        return None
-
-
 def plain_loop(spec: StudySpec) -> tuple[float, float]:
     """(wall time, summed training time) of the trials run one after another in this process."""
     import optuna
@@ -73,19 +63,17 @@ def plain_loop(spec: StudySpec) -> tuple[float, float]:
             "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
         }
         began = time.perf_counter()
-        trainer.train({**spec.params, **config}, data, CollectingContext())
+        trainer.train(LocalContext({**spec.params, **config}, data))
         training += time.perf_counter() - began
     return time.perf_counter() - start, training
 
 
-class UserContext:
+class UserContext(LocalContext):
     """What a Ray Tune user writes by hand: a `tune.report` per epoch, with a checkpoint
     every epoch (as the docs show) or only at the last epoch (hand-tuned)."""
 
-    device = "cpu"
-    num_threads = 1
-
-    def __init__(self, checkpoint_every_epoch: bool) -> None:
+    def __init__(self, config: Any, data: Any, checkpoint_every_epoch: bool) -> None:
+        super().__init__(config, data)
         self.every = checkpoint_every_epoch
 
     def report(self, metrics: Any, checkpoint: Any = None, *, final: bool = False) -> None:
@@ -101,9 +89,6 @@ class UserContext:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(dict(checkpoint), Path(directory) / "state.pt")
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
-
-    def load_checkpoint(self) -> None:
-        return None
 
 
 def ray_tune(spec: StudySpec, stack: Stack, *, tuned: bool) -> float:
@@ -124,7 +109,7 @@ def ray_tune(spec: StudySpec, stack: Stack, *, tuned: bool) -> float:
     fixed = dict(spec.params)
 
     def train(config: dict[str, Any], data: Any) -> None:
-        MLPClassifierTrainer().train({**fixed, **config}, data, UserContext(checkpoint_every_epoch=not tuned))
+        MLPClassifierTrainer().train(UserContext({**fixed, **config}, data, checkpoint_every_epoch=not tuned))
 
     d = spec.dataset
     data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)

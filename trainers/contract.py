@@ -1,13 +1,16 @@
-"""The trainer contract: what a workload implements, and the context it is given.
+"""The trainer contract, version 2: what a workload implements, and the context it is given.
 
-A trainer knows nothing of Ray, MLflow or gRPC. It trains from parameters and
-data, reports metrics once per epoch through the context, and checkpoints its
-state (plain tensors and numbers) through the context so a restarted trial can
-resume. The serving side rebuilds its model from the same config.
+A trainer knows nothing of Ray, MLflow or gRPC. Its `train` runs on every worker of a trial
+(one, or N training data-parallel) and gets a `TrainContext`: the config, the device the
+runtime assigned, rank and world size, its shard of the training rows, a way to prepare
+its model for N workers, and `report`/`load_checkpoint`. It reports metrics once per epoch
+and checkpoints its state (plain tensors and numbers) so a restarted trial can resume. The
+serving side rebuilds its model from the same config and follows the trainer's task.
 """
 
 from __future__ import annotations
 
+import enum
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,17 +21,30 @@ if TYPE_CHECKING:
     import torch
 
 
+class Task(str, enum.Enum):
+    """What a trainer's model predicts, which decides what serving answers and how the
+    held-out rows score it."""
+
+    CLASSIFICATION = "classification"  # a class per row: its label and every class's probability
+    REGRESSION = "regression"  # one or more numbers per row
+
+    def test_metrics(self) -> tuple[str, ...]:
+        """The scores of a study's final model on its held-out rows."""
+        return ("test_accuracy",) if self is Task.CLASSIFICATION else ("test_rmse", "test_r2")
+
+
 @dataclass(frozen=True)
 class DataShape:
     """What a model needs to know about its data to be rebuilt."""
 
     n_features: int
-    n_classes: int
+    n_outputs: int  # classes for classification, target values for regression
 
 
 @dataclass(frozen=True)
 class Splits:
-    """A dataset split three ways; test rows are never shown to a trial."""
+    """A dataset split three ways; test rows are never shown to a trial. Labels are int64
+    class indices for classification, float32 targets (n,) or (n, k) for regression."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -40,20 +56,56 @@ class Splits:
 
 
 class TrainContext(Protocol):
-    """What the runtime gives a trainer."""
+    """What the runtime gives a trainer on each worker."""
 
     @property
-    def device(self) -> str:
-        """The torch device to train on, e.g. "cpu" or "cuda"."""
+    def config(self) -> Mapping[str, Any]:
+        """The trial's parameters: the spec's fixed params with the sampled values."""
+
+    @property
+    def data(self) -> Splits:
+        """Every split, on every worker: the model's shape, validation rows, and statistics
+        (such as feature scaling) that must not differ between workers."""
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device to train on: a GPU Ray assigned to this worker, or the CPU."""
+
+    @property
+    def gpu_ids(self) -> tuple[int, ...]:
+        """The GPUs Ray assigned this worker, numbered as the cluster numbers them; empty on the CPU."""
+
+    @property
+    def rank(self) -> int:
+        """This worker's rank among the trial's workers, 0 to world_size - 1."""
+
+    @property
+    def local_rank(self) -> int:
+        """This worker's rank among the trial's workers on its node."""
+
+    @property
+    def world_size(self) -> int:
+        """How many workers train this trial."""
 
     @property
     def num_threads(self) -> int:
-        """How many CPU threads the trial may use."""
+        """How many CPU threads this worker may use."""
+
+    def train_shard(self) -> tuple[np.ndarray, np.ndarray]:
+        """This worker's rows of the training split: all of them on one worker; on N, a
+        disjoint 1/N each, equal in size (up to N - 1 rows are left out) so every worker
+        takes the same number of steps."""
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on this worker's device; wrapped for data-parallel training (gradients
+        averaged across workers) when there are several. Checkpoint the unwrapped model."""
 
     def report(
         self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
     ) -> None:
-        """Reports one epoch's metrics, with the state to resume from after it.
+        """Reports one epoch's metrics, with the state to resume from after it. Every worker
+        reports every epoch; the trial's metrics are the mean over workers. Only rank 0's
+        checkpoint is kept (the others may pass None).
 
         The runtime may persist only some checkpoints (a time interval bounds the work
         a crash can lose), but always the one reported with `final=True`, the last epoch.
@@ -61,7 +113,7 @@ class TrainContext(Protocol):
         """
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The state last reported, when this trial is a restart; else None."""
+        """The state last persisted, on every worker, when this trial is a restart; else None."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +127,8 @@ class ParamInfo:
 class Trainer(Protocol):
     """A named workload."""
 
-    def train(self, config: Mapping[str, Any], data: Splits, context: TrainContext) -> None:
-        """Trains with `config` (fixed params and sampled values), reporting every epoch."""
+    def train(self, context: TrainContext) -> None:
+        """Trains with `context.config`, reporting every epoch; runs on each of the trial's workers."""
 
     def build_model(self, config: Mapping[str, Any], shape: DataShape) -> torch.nn.Module:
         """An untrained model of the architecture `config` describes."""
@@ -85,7 +137,7 @@ class Trainer(Protocol):
         """The model's weights inside a checkpoint this trainer reported."""
 
     def predict(self, model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for each row."""
+        """For each row: class probabilities (classification) or predicted values (regression)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +153,7 @@ class TrainerInfo:
     params: Mapping[str, ParamInfo] = field(default_factory=dict)
     # The parameter that counts epochs; schedulers stop trials along it.
     epochs_param: str | None = None
+    task: Task = Task.CLASSIFICATION
 
     def load(self) -> Trainer:
         factory = import_target(self.target)

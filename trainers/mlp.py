@@ -1,4 +1,6 @@
-"""`mlp_classifier`: a PyTorch multi-layer perceptron for tabular classification."""
+"""`mlp_classifier` and `mlp_regressor`: PyTorch multi-layer perceptrons for tabular data, on
+one worker or data-parallel on several. They share the network and the training loop; the
+task decides the output layer, the loss and the metrics."""
 
 from __future__ import annotations
 
@@ -9,46 +11,101 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.builtins import MLP_CLASSIFIER
-from trainers.contract import DataShape, Splits, TrainContext
+from trainers.builtins import MLP_CLASSIFIER, MLP_REGRESSOR
+from trainers.contract import DataShape, TrainContext, TrainerInfo
+from trainers.scores import regression_scores
 
 
 class Standardize(nn.Module):
-    """Feature scaling stored as buffers, so the saved weights carry it to serving."""
+    """Scaling stored as buffers, so the saved weights carry it to serving: `forward` maps raw
+    values to standard ones, `invert` maps them back (a regressor's output)."""
 
     mean: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, n_features: int) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(n_features))
-        self.register_buffer("scale", torch.ones(n_features))
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
 
-    def fit(self, x: torch.Tensor) -> None:
-        self.mean.copy_(x.mean(dim=0))
-        self.scale.copy_(x.std(dim=0).clamp_min(1e-6))
+    def fit(self, values: torch.Tensor) -> None:
+        self.mean.copy_(values.mean(dim=0))
+        self.scale.copy_(values.std(dim=0).clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.scale
 
+    def invert(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.scale + self.mean
 
-def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: config.get(name, info.default) for name, info in MLP_CLASSIFIER.params.items()}
 
+class MLP(nn.Module):
+    """Standardised features, hidden layers, and an output layer: class logits, or standardised
+    targets turned back into raw values (`targets` holds their scaling)."""
 
-class MLPClassifierTrainer:
-    def build_model(self, config: Mapping[str, Any], shape: DataShape) -> nn.Sequential:
-        c = _resolved(config)
-        hidden = int(c["hidden_size"])
-        layers: list[nn.Module] = [Standardize(shape.n_features)]
+    def __init__(self, config: Mapping[str, Any], shape: DataShape, regression: bool) -> None:
+        super().__init__()
+        hidden = int(config["hidden_size"])
+        self.features = Standardize(shape.n_features)
+        layers: list[nn.Module] = []
         width = shape.n_features
-        for _ in range(int(c["num_layers"])):
+        for _ in range(int(config["num_layers"])):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
-            if float(c["dropout"]) > 0:
-                layers.append(nn.Dropout(float(c["dropout"])))
+            if float(config["dropout"]) > 0:
+                layers.append(nn.Dropout(float(config["dropout"])))
             width = hidden
-        layers.append(nn.Linear(width, shape.n_classes))
-        return nn.Sequential(*layers)
+        layers.append(nn.Linear(width, shape.n_outputs))
+        self.body = nn.Sequential(*layers)
+        self.targets = Standardize(shape.n_outputs) if regression else None
+
+    def standard(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, or the standardised targets the loss compares."""
+        out: torch.Tensor = self.body(self.features(x))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.standard(x)
+        return self.targets.invert(out) if self.targets is not None else out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        return super().load_state_dict(_current_keys(state_dict), strict=strict, assign=assign)
+
+
+def _current_keys(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Weights saved by the first mlp_classifier, one flat Sequential (scaling first), under
+    this model's names, so its packages still load and serve."""
+    if "0.mean" not in state:
+        return dict(state)
+    renamed: dict[str, Any] = {}
+    for key, value in state.items():
+        index, _, rest = key.partition(".")
+        renamed[f"features.{rest}" if index == "0" else f"body.{int(index) - 1}.{rest}"] = value
+    return renamed
+
+
+class _Standard(nn.Module):
+    """Trains on `MLP.standard`: the (DDP-wrapped) module's forward is what the loss sees."""
+
+    def __init__(self, mlp: MLP) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp.standard(x)
+
+
+class MLPTrainer:
+    info: TrainerInfo = MLP_CLASSIFIER
+
+    @property
+    def regression(self) -> bool:
+        return self.info is MLP_REGRESSOR
+
+    def resolved(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: config.get(name, info.default) for name, info in self.info.params.items()}
+
+    def build_model(self, config: Mapping[str, Any], shape: DataShape) -> MLP:
+        return MLP(self.resolved(config), shape, self.regression)
 
     def model_state(self, checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = checkpoint["model"]
@@ -57,56 +114,90 @@ class MLPClassifierTrainer:
     def predict(self, model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
         model.eval()
         with torch.no_grad():
-            return torch.softmax(model(rows), dim=1)
+            out: torch.Tensor = model(rows)
+            return out if self.regression else torch.softmax(out, dim=1)
 
-    def train(self, config: Mapping[str, Any], data: Splits, context: TrainContext) -> None:
-        c = _resolved(config)
+    def train(self, context: TrainContext) -> None:
+        c = self.resolved(context.config)
         torch.set_num_threads(max(1, context.num_threads))
-        device = torch.device(context.device)
-        generator = torch.Generator().manual_seed(int(c["seed"]))
+        device = context.device
         torch.manual_seed(int(c["seed"]))
+        generator = torch.Generator().manual_seed(int(c["seed"]))
 
-        x_train, y_train = _tensors(data.x_train, data.y_train, device)
-        x_val, y_val = _tensors(data.x_val, data.y_val, device)
-        model = self.build_model(c, data.shape).to(device)
-        scaler = model[0]
-        assert isinstance(scaler, Standardize)
-        scaler.fit(x_train)
-        optimizer = _optimizer(model, c)
-        loss_fn = nn.CrossEntropyLoss()
-
-        start_epoch = 0
+        model = self.build_model(c, context.data.shape)
+        # Scaling from every training row, not the shard: the same on every worker.
+        model.features.fit(torch.from_numpy(context.data.x_train))
+        if model.targets is not None:
+            model.targets.fit(_targets(context.data.y_train))
         resumed = context.load_checkpoint()
         if resumed is not None:
             model.load_state_dict(resumed["model"])
+        model.to(device)
+        network = context.prepare_model(_Standard(model))
+        optimizer = _optimizer(network, c)
+        start_epoch = 0
+        if resumed is not None:
             optimizer.load_state_dict(resumed["optimizer"])
             generator.set_state(resumed["generator"])
             start_epoch = int(resumed["epoch"])
 
-        batch_size = int(c["batch_size"])
-        for epoch in range(start_epoch, int(c["epochs"])):
-            model.train()
-            order = torch.randperm(len(x_train), generator=generator).to(device)
-            total = 0.0
+        x_shard, y_shard = (torch.from_numpy(a).to(device) for a in context.train_shard())
+        x_val, y_val = (torch.from_numpy(a).to(device) for a in (context.data.x_val, context.data.y_val))
+        # batch_size is the global batch: each of N workers takes 1/N of it per step.
+        batch_size = max(1, int(c["batch_size"]) // context.world_size)
+        epochs = int(c["epochs"])
+        for epoch in range(start_epoch, epochs):
+            network.train()
+            order = torch.randperm(len(x_shard), generator=generator).to(device)
+            total = torch.zeros((), device=device)
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 optimizer.zero_grad()
-                loss = loss_fn(model(x_train[batch]), y_train[batch])
+                loss = self._loss(model, network(x_shard[batch]), y_shard[batch])
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(batch)
-            metrics = {"train_loss": total / len(order), **_evaluate(model, loss_fn, x_val, y_val)}
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch + 1,
-            }
-            context.report(metrics, checkpoint=state, final=epoch + 1 == int(c["epochs"]))
+                total += loss.detach() * len(batch)
+            metrics = {"train_loss": float(total) / max(1, len(order)), **self._evaluate(model, x_val, y_val)}
+            state = None
+            if context.rank == 0:
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "epoch": epoch + 1,
+                }
+            context.report(metrics, checkpoint=state, final=epoch + 1 == epochs)
+
+    def _loss(self, model: MLP, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if model.targets is None:
+            return nn.functional.cross_entropy(out, y)
+        return nn.functional.mse_loss(out, model.targets(_as_columns(y)))
+
+    def _evaluate(self, model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            out = model.standard(x)
+            loss = float(self._loss(model, out, y))
+            if model.targets is None:
+                return {"val_loss": loss, "val_accuracy": float((out.argmax(dim=1) == y).float().mean())}
+            predicted = model.targets.invert(out).cpu().numpy()
+            return {"val_loss": loss, **regression_scores(predicted, y.cpu().numpy(), "val_")}
 
 
-def _tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+class MLPClassifierTrainer(MLPTrainer):
+    info = MLP_CLASSIFIER
+
+
+class MLPRegressorTrainer(MLPTrainer):
+    info = MLP_REGRESSOR
+
+
+def _as_columns(y: torch.Tensor) -> torch.Tensor:
+    return y.reshape(len(y), -1)
+
+
+def _targets(y: np.ndarray) -> torch.Tensor:
+    return _as_columns(torch.from_numpy(y))
 
 
 def _optimizer(model: nn.Module, c: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -118,13 +209,3 @@ def _optimizer(model: nn.Module, c: Mapping[str, Any]) -> torch.optim.Optimizer:
             model.parameters(), lr=float(c["lr"]), momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"])
         )
     raise ValueError(f"optimizer must be adam or sgd, not {name!r}")
-
-
-def _evaluate(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)
-        return {
-            "val_loss": float(loss_fn(logits, y)),
-            "val_accuracy": float((logits.argmax(dim=1) == y).float().mean()),
-        }

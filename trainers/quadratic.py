@@ -16,11 +16,17 @@ import torch
 from torch import nn
 
 from trainers.builtins import QUADRATIC
-from trainers.contract import DataShape, Splits, TrainContext
+from trainers.contract import DataShape, TrainContext
 
 
 def loss_at(x: float, y: float) -> float:
     return (x - 0.3) ** 2 + (y + 0.2) ** 2
+
+
+def where(context: TrainContext) -> dict[str, float]:
+    """The GPU Ray assigned the trial (-1 for none) and its world size: what placement tests check."""
+    gpu_ids = context.gpu_ids
+    return {"gpu_id": float(gpu_ids[0]) if gpu_ids else -1.0, "world_size": float(context.world_size)}
 
 
 class InjectedCrash(RuntimeError):
@@ -29,7 +35,7 @@ class InjectedCrash(RuntimeError):
 
 class QuadraticTrainer:
     def build_model(self, config: Mapping[str, Any], shape: DataShape) -> nn.Module:
-        return nn.Linear(shape.n_features, shape.n_classes)
+        return nn.Linear(shape.n_features, shape.n_outputs)
 
     def model_state(self, checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = checkpoint["model"]
@@ -39,9 +45,9 @@ class QuadraticTrainer:
         with torch.no_grad():
             return torch.softmax(model(rows), dim=1)
 
-    def train(self, config: Mapping[str, Any], data: Splits, context: TrainContext) -> None:
-        c = {name: config.get(name, info.default) for name, info in QUADRATIC.params.items()}
-        model = self.build_model(c, data.shape)
+    def train(self, context: TrainContext) -> None:
+        c = {name: context.config.get(name, info.default) for name, info in QUADRATIC.params.items()}
+        model = self.build_model(c, context.data.shape)
         nn.init.zeros_(model.weight)  # type: ignore[arg-type]
         nn.init.zeros_(model.bias)  # type: ignore[arg-type]
         resumed = context.load_checkpoint()
@@ -53,7 +59,7 @@ class QuadraticTrainer:
             crash = 0 < int(c["crash_at_epoch"]) <= epoch + 1 and crashed < int(c["crashes"])
             crashed += crash
             context.report(
-                {"loss": loss_at(float(c["x"]), float(c["y"]))},
+                {"loss": loss_at(float(c["x"]), float(c["y"])), **where(context)},
                 checkpoint={"model": model.state_dict(), "epoch": epoch + 1, "crashed": crashed},
                 final=epoch + 1 == int(c["epochs"]) and not crash,
             )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from ray import tune
 
 from anneal.spec import StudySpec
@@ -19,7 +20,8 @@ from cluster.serving.deploy import app_name
 from cluster.serving.package import LoadedModel, write_model_package
 from cluster.trial.context import load_checkpoint_state
 from cluster.trial.function import ADOPTED_AS
-from trainers.contract import DataShape
+from trainers.contract import DataShape, Task
+from trainers.scores import regression_scores
 
 log = logging.getLogger("anneal.driver")
 
@@ -64,15 +66,18 @@ def no_best_reason(spec: StudySpec, results: list[tune.Result]) -> str:
 def package_best(run: StudyRun, best: BestTrial, shape: DataShape, directory: Path) -> None:
     """Writes the best trial's model package (`cluster.serving.package`) into `directory`."""
     weights = run.info.load().model_state(load_checkpoint_state(best.checkpoint))
-    write_model_package(directory, run.spec.trainer, best.config, shape, weights)
+    write_model_package(directory, run.spec.trainer, run.info.task, best.config, shape, weights)
 
 
 def score(model: LoadedModel, x: Any, y: Any) -> dict[str, float]:
-    """The model's metrics on the held-out rows, as a Serve replica would answer them."""
+    """The model's metrics on the held-out rows, from its answers as a Serve replica gives them:
+    accuracy for classification; RMSE and R² for regression."""
     if len(y) == 0:
         return {}
     predictions = model.predict(x.tolist())
-    correct = sum(1 for (label, _), truth in zip(predictions, y, strict=True) if label == int(truth))
+    if model.task is Task.REGRESSION:
+        return regression_scores(np.array([p.values for p in predictions]), y, "test_")
+    correct = sum(1 for p, truth in zip(predictions, y, strict=True) if p.label == int(truth))
     return {"test_accuracy": correct / len(y)}
 
 

@@ -3,6 +3,7 @@ every trial recorded by the writer."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 from ray import tune
@@ -13,12 +14,26 @@ from cluster.driver.studyrun import StudyRun
 from cluster.driver.tuning import build_tuner, planned_epochs, restore_tuner
 
 
+class _NoMetricFilesWarning(logging.Filter):
+    """Drops Tune's end-of-run warning that it could not read each trial's result files: the
+    study turns Tune's result loggers off (its writer records every epoch), and Tune's summary
+    still looks for their files. A user reads one such line per trial as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
+
+
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_NoMetricFilesWarning())
+
+
 def fit(run: StudyRun) -> list[tune.Result]:
     """Runs every trial of the study; returns each trial's result."""
     run.writer.start(
         run.study_id, run.tracker.experiment_id, run.tracker.parent_run_id, run.study.trials if run.resumed else None
     )
-    recorder = TrialRecorder(run.writer, run.spec.params, planned_epochs(run.spec, run.info) or 0)
+    recorder = TrialRecorder(
+        run.writer, run.spec.params, planned_epochs(run.spec, run.info) or 0, run.spec.resources.workers
+    )
     if run.resumed:
         tuner = _resumed_tuner(run, recorder)
     else:

@@ -23,6 +23,8 @@ from cluster.trial.function import ADOPTED_AS
 log = logging.getLogger("anneal.recording")
 
 MAX_ERROR_CHARS = 2000
+# The MLflow param of each trial's run that says how many workers trained it.
+WORLD_SIZE_PARAM = "world_size"
 
 
 def plain(value: Any) -> Any:
@@ -68,10 +70,11 @@ class TrialRecorder(tune.Callback):
     (the previous writer died with them queued) are recorded at the first step.
     """
 
-    def __init__(self, writer: TrialWriter, fixed: Mapping[str, Any], epochs: int) -> None:
+    def __init__(self, writer: TrialWriter, fixed: Mapping[str, Any], epochs: int, world_size: int = 1) -> None:
         self.writer = writer
         self.fixed = dict(fixed)
         self.epochs = epochs
+        self.world_size = world_size  # the workers that train each trial, logged with its params
         self.finished = 0
         self.recorded_ends: set[str] = set()
         self.recorded_starts: set[str] = set()
@@ -79,10 +82,10 @@ class TrialRecorder(tune.Callback):
 
     # Tune pickles its callbacks with the experiment state; the writer process stays here.
     def __getstate__(self) -> dict[str, Any]:
-        return {"fixed": self.fixed, "epochs": self.epochs, "finished": self.finished}
+        return {"fixed": self.fixed, "epochs": self.epochs, "finished": self.finished, "world_size": self.world_size}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(None, state["fixed"], state["epochs"])  # type: ignore[misc, arg-type]
+        self.__init__(None, state["fixed"], state["epochs"], state.get("world_size", 1))  # type: ignore[misc, arg-type]
         self.finished = state["finished"]
 
     def resume(self, writer: TrialWriter, recorded: list[Trial]) -> None:
@@ -131,7 +134,7 @@ class TrialRecorder(tune.Callback):
         if anneal_trial_id(trial) in self.recorded_ends:
             return  # replayed: the store and MLflow hold it whole
         snapshot = self._trial(trial, TrialState.RUNNING)
-        params = {**self.fixed, **snapshot.config}
+        params = {**self.fixed, **snapshot.config, WORLD_SIZE_PARAM: self.world_size}
         self.writer.put(Record(EventKind.TRIAL_STARTED, snapshot, params=params))
 
     def on_trial_result(

@@ -151,7 +151,7 @@ def tune_and_finish(run: StudyRun) -> None:
     if best is None:
         fail(run, no_best_reason(run.spec, results))
         return
-    data = load_dataset(run.spec.dataset, run.settings.data_roots)
+    data = load_dataset(run.spec.dataset, run.settings.data_roots, run.info.task)
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
         package = Path(directory)
         package_best(run, best, data.shape, package)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
+import ray
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
@@ -15,6 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 from anneal.spec import StudySpec
 from cluster.trial.context import EPOCH
 from cluster.trial.function import ADOPTED_AS, Carried, trial_function
+from cluster.trial.plan import WorkerPlan
 from trainers.contract import TrainerInfo
 from trainers.datasets import load_dataset
 
@@ -114,17 +116,42 @@ def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
     return int(spec.params.get(info.epochs_param, info.params[info.epochs_param].default))
 
 
+# What the trial function of a data-parallel trial holds itself: it only waits on its workers,
+# which Ray Train places with their own resources.
+DATA_PARALLEL_TRIAL_CPU = 0.01
+
+
 def make_trainable(
-    spec: StudySpec, info: TrainerInfo, carried: dict[str, Carried] | None, data_roots: Sequence[str]
+    spec: StudySpec,
+    info: TrainerInfo,
+    carried: dict[str, Carried] | None,
+    data_roots: Sequence[str],
+    storage_path: str,
 ) -> Any:
     """The trial function with its resources; the dataset is loaded once, here, and reaches
     the trials through the object store (so only the driver reads the data roots)."""
-    data = load_dataset(spec.dataset, data_roots)
-    cpus = max(1, int(spec.resources.cpu))
-    interval = spec.failure.checkpoint_interval_s
-    run_trial = trial_function(spec.params, info, cpus, spec.resources.gpu > 0, interval, carried)
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    data = load_dataset(spec.dataset, data_roots, info.task)
+    r = spec.resources
+    plan = WorkerPlan(workers=r.workers, cpu=r.cpu, gpu=r.gpu, storage_path=storage_path)
+    run_trial = trial_function(spec.params, info, plan, spec.failure.checkpoint_interval_s, carried)
+    resources = {"cpu": r.cpu, "gpu": r.gpu} if r.workers == 1 else {"cpu": DATA_PARALLEL_TRIAL_CPU}
     return tune.with_resources(tune.with_parameters(run_trial, data=data), resources)
+
+
+def concurrent_trials(spec: StudySpec, cluster: dict[str, float]) -> int:
+    """The spec's max_concurrent_trials, but no more data-parallel trials than the cluster can
+    hold at once: Tune cannot reserve a trial's Train workers, so trials beyond that would
+    start only to wait for a worker group."""
+    wanted = spec.budget.max_concurrent_trials
+    if spec.resources.workers == 1:
+        return wanted
+    fits = [int(cluster.get(name, 0.0) // need) for name, need in spec.resources.trial_total().items() if need > 0]
+    return max(1, min([wanted, *fits]))
+
+
+def train_storage(experiment_dir: str) -> str:
+    """Where a study's data-parallel trials keep their Ray Train runs, each named by its trial."""
+    return os.path.join(experiment_dir, "train")
 
 
 def build_tuner(
@@ -149,14 +176,14 @@ def build_tuner(
     search.adoptions = list(adoptions or [])
     os.makedirs(storage_path, exist_ok=True)
     return tune.Tuner(
-        make_trainable(spec, info, carried, data_roots),
+        make_trainable(spec, info, carried, data_roots, train_storage(os.path.join(storage_path, experiment_name))),
         tune_config=tune.TuneConfig(
             metric=spec.objective.metric,
             mode=spec.objective.mode,
             search_alg=search,
             scheduler=scheduler(spec, info),
             num_samples=spec.budget.max_trials,
-            max_concurrent_trials=spec.budget.max_concurrent_trials,
+            max_concurrent_trials=concurrent_trials(spec, ray.cluster_resources()),
             time_budget_s=spec.budget.time_budget_s,
             # A fresh worker per trial costs a process start and a torch import each time.
             reuse_actors=True,
@@ -188,7 +215,7 @@ def restore_tuner(
     ended ones stay ended. Returns it with its callbacks, restored without their live parts."""
     tuner = tune.Tuner.restore(
         experiment_dir,
-        trainable=make_trainable(spec, info, carried, data_roots),
+        trainable=make_trainable(spec, info, carried, data_roots, train_storage(experiment_dir)),
         resume_unfinished=True,
         resume_errored=False,
     )

@@ -118,7 +118,7 @@ def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, lo
     ensure_ray_token(env)
     log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
-    command = _ray_start_command(cluster, settings.num_cpus, dashboard_port)
+    command = _ray_start_command(cluster, settings.num_cpus, settings.num_gpus, dashboard_port)
     pid = spawn(command, env, settings.home / "logs" / "ray.log")
     try:
         _wait_for_ray(cluster.ray_dashboard_url, pid)
@@ -163,7 +163,7 @@ def ensure_ray_token(env: dict[str, str]) -> None:
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
 
 
-def _ray_start_command(cluster: LocalCluster, num_cpus: int, dashboard_port: int) -> list[str]:
+def _ray_start_command(cluster: LocalCluster, num_cpus: int, num_gpus: int, dashboard_port: int) -> list[str]:
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     client, agent_http, agent_grpc, runtime_env_agent, metrics = free_ports(5)
     command = [
@@ -185,6 +185,8 @@ def _ray_start_command(cluster: LocalCluster, num_cpus: int, dashboard_port: int
     ]  # fmt: skip
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
+    if num_gpus >= 0:
+        command.append(f"--num-gpus={num_gpus}")
     return command
 
 

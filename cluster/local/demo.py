@@ -16,6 +16,7 @@ from anneal.spec import StudySpec
 from anneal.types import StudyState
 from cluster.local.cluster import down, up
 from trainers.datasets import load_dataset
+from trainers.registry import resolve
 
 REQUIRED_ACCURACY = 0.95
 PREDICT_BATCH = 64
@@ -36,7 +37,7 @@ def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Cons
                 return 1
             console.print("deploying the best trial to Ray Serve ...")
             deployment = client.deploy(study.study_id)
-            data = load_dataset(spec.dataset, settings.data_roots)
+            data = load_dataset(spec.dataset, settings.data_roots, resolve(spec.trainer).task)
             rows = data.x_test.tolist()
             labels = []
             for start in range(0, len(rows), PREDICT_BATCH):

@@ -64,6 +64,9 @@ class Jobs(Protocol):
     def drivers_running(self) -> bool:
         """True while a job given a study has not ended."""
 
+    def capacity(self) -> dict[str, float]:
+        """The cluster's total resources as Ray counts them ("CPU", "GPU", ...)."""
+
     def wants_standby(self) -> bool:
         """True when standbys are configured and none is up."""
 
@@ -140,6 +143,11 @@ class JobLauncher:
         with self._lock:
             self._handed -= ended
         return len(ended) < len(handed)
+
+    def capacity(self) -> dict[str, float]:
+        import ray
+
+        return {name: float(amount) for name, amount in ray.cluster_resources().items()}
 
     def wants_standby(self) -> bool:
         """True when standbys are configured and none is up."""

@@ -37,6 +37,20 @@ def check_spec_limits(spec: StudySpec, settings: Settings) -> None:
         raise InvalidSpec(errors)
 
 
+def check_capacity(spec: StudySpec, capacity: dict[str, float]) -> None:
+    """A trial must fit in the cluster: nothing would ever place more than it holds, and a
+    data-parallel trial's worker group would wait for it forever."""
+    needs = spec.resources.trial_total()
+    short = [name for name, need in needs.items() if need > capacity.get(name, 0.0)]
+    if short:
+        r = spec.resources
+        asks = (
+            f"{r.workers} worker(s) × {r.cpu:g} CPU and {r.gpu:g} GPU = {needs['CPU']:g} CPU and {needs['GPU']:g} GPU"
+        )
+        holds = f"{capacity.get('CPU', 0.0):g} CPU and {capacity.get('GPU', 0.0):g} GPU"
+        raise InvalidSpec.field("resources", f"a trial needs {asks}; the cluster holds {holds} in all")
+
+
 def check_deploy_request(replicas: int, max_batch_size: int, settings: Settings) -> None:
     """Deploy's own overrides of the spec's deploy settings; 0 keeps the spec's."""
     if not 0 <= replicas <= settings.max_replicas:

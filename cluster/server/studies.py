@@ -13,7 +13,7 @@ from anneal.spec import StudySpec
 from anneal.types import EventKind, Study, StudyEvent, StudyState
 from cluster.server.access import ID_PATTERN
 from cluster.server.jobs import Jobs
-from cluster.server.limits import StreamSlots, check_spec_limits
+from cluster.server.limits import StreamSlots, check_capacity, check_spec_limits
 from cluster.server.principals import Principal
 from cluster.store.store import Store
 from trainers.registry import check_spec
@@ -32,6 +32,7 @@ class Studies:
     def create_study(self, spec: StudySpec, principal: Principal) -> Study:
         check_spec_limits(spec, self.settings)
         check_spec(spec, data_roots=self.settings.data_roots)
+        check_capacity(spec, self.jobs.capacity())
         with self._admission:
             self._check_quotas(spec, principal)
             study = self.store.create_study(spec, owner=principal.name)

@@ -1,7 +1,7 @@
 """The model package: what a study's best trial leaves for serving, and the model rebuilt from it.
 
-The package is a directory with `model.json` (trainer, config, data shape) and `weights.pt`
-(a state dict). Weights load with `weights_only=True`: no pickled code crosses from a
+The package is a directory with `model.json` (trainer, task, config, data shape) and
+`weights.pt` (a state dict). Weights load with `weights_only=True`: no pickled code crosses from a
 trial to a server. The driver writes and scores it, the server checks it before a deploy,
 and each Serve replica loads it.
 """
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from anneal.errors import FailedPrecondition
-from trainers.contract import DataShape, Trainer
+from anneal.types import Prediction
+from trainers.contract import DataShape, Task, Trainer
 from trainers.registry import resolve
 
 MODEL_FILE = "model.json"
@@ -25,13 +26,19 @@ WEIGHTS_FILE = "weights.pt"
 
 
 def write_model_package(
-    directory: Path, trainer_name: str, config: Mapping[str, Any], shape: DataShape, weights: Mapping[str, torch.Tensor]
+    directory: Path,
+    trainer_name: str,
+    task: Task,
+    config: Mapping[str, Any],
+    shape: DataShape,
+    weights: Mapping[str, torch.Tensor],
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {
         "trainer": trainer_name,
+        "task": task.value,
         "config": dict(config),
-        "shape": {"n_features": shape.n_features, "n_classes": shape.n_classes},
+        "shape": {"n_features": shape.n_features, "n_outputs": shape.n_outputs},
     }
     (directory / MODEL_FILE).write_text(json.dumps(manifest, indent=2))
     torch.save(dict(weights), directory / WEIGHTS_FILE)
@@ -42,22 +49,30 @@ class LoadedModel:
 
     def __init__(self, directory: Path) -> None:
         manifest = json.loads((directory / MODEL_FILE).read_text())
-        self.trainer: Trainer = resolve(manifest["trainer"]).load()
-        self.shape = DataShape(**manifest["shape"])
+        info = resolve(manifest["trainer"])
+        self.trainer: Trainer = info.load()
+        self.task = Task(manifest.get("task", info.task.value))
+        shape = manifest["shape"]
+        # Packages written before regression existed name the outputs n_classes.
+        self.shape = DataShape(n_features=shape["n_features"], n_outputs=shape.get("n_outputs", shape.get("n_classes")))
         self.model = self.trainer.build_model(manifest["config"], self.shape)
         state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
         self.model.load_state_dict(state)
         self.model.eval()
 
-    def predict(self, rows: Sequence[Sequence[float]]) -> list[tuple[int, list[float]]]:
+    def predict(self, rows: Sequence[Sequence[float]]) -> list[Prediction]:
+        """One prediction per row, as the task answers it: a label with every class's
+        probability, or the predicted values."""
         if not rows:
             return []
         batch = torch.tensor(rows, dtype=torch.float32)
         if batch.ndim != 2 or batch.shape[1] != self.shape.n_features:
             raise ValueError(f"each row needs {self.shape.n_features} values, got shape {tuple(batch.shape)}")
-        probabilities = self.trainer.predict(self.model, batch)
-        labels = probabilities.argmax(dim=1)
-        return [(int(label), row.tolist()) for label, row in zip(labels, probabilities, strict=True)]
+        out = self.trainer.predict(self.model, batch).reshape(len(batch), -1)
+        if self.task is Task.REGRESSION:
+            return [Prediction(values=row.tolist()) for row in out]
+        labels = out.argmax(dim=1).tolist()
+        return [Prediction(label=label, probabilities=row.tolist()) for label, row in zip(labels, out, strict=True)]
 
 
 def load_from_mlflow(model_uri: str, tracking_uri: str) -> LoadedModel:

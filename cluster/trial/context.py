@@ -4,14 +4,17 @@ and the checkpoint a trial goes on from."""
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 from ray.tune.result import DONE
+
+from cluster.worker.handover import Pacing
+from trainers.contract import Splits
+from trainers.workercontext import WorkerContext
 
 CHECKPOINT_FILE = "state.pt"
 # How often a trial hands its epochs to Tune. Each hand-over stops the training thread
@@ -27,73 +30,67 @@ METRICS = "metrics"
 FINAL = "final"
 
 
-class TuneTrainContext:
-    """The trainer's context inside a Ray Tune trial.
+class TuneTrainContext(WorkerContext):
+    """The trainer's context inside a Ray Tune trial, and the trial's side of a data-parallel one.
 
-    Epochs reach Tune every `report_interval_s` (and at the final epoch), each result
-    carrying every epoch since the last one, so no metric is lost. Checkpoints are
-    persisted at most every `checkpoint_interval_s` and always at the final epoch: each
-    is a copy into the experiment storage and an experiment-state snapshot on the driver.
-    The final result says the trial is done, so Tune ends it on that result rather than
-    on a second round trip to the driver once the function returns.
+    Epochs reach Tune as `Pacing` says, each result carrying every epoch since the last one,
+    so no metric is lost. The final result says the trial is done, so Tune ends it on that
+    result rather than on a second round trip to the driver once the function returns. A
+    data-parallel trial's workers pace themselves and hand their epochs over here
+    (`hand_over`).
     """
 
     def __init__(
         self,
+        config: Mapping[str, Any],
+        data: Splits,
+        device: torch.device,
+        *,
         num_threads: int,
-        device: str,
         checkpoint_interval_s: float,
+        gpu_ids: Sequence[int] = (),
         report_interval_s: float = REPORT_INTERVAL_S,
         carried_checkpoint: str = "",
     ) -> None:
+        super().__init__(config, data, device, num_threads=num_threads, gpu_ids=gpu_ids)
         self._carried_checkpoint = carried_checkpoint
         self._newest: tuple[dict[str, Any], Any] | None = None
         self._looked = False
-        self._num_threads = num_threads
-        self._device = device
-        self._checkpoint_interval = checkpoint_interval_s
-        self._report_interval = report_interval_s
-        self._last_persisted = self._last_reported = time.monotonic()
-        self._epoch = 0
+        self.pacing = Pacing(report_interval_s, checkpoint_interval_s)
+        self.epoch = 0  # epochs trained so far, those of earlier attempts included
         self._pending: list[dict[str, float]] = []  # epochs not yet handed to Tune
         # Every epoch's metrics so far. Each checkpoint keeps them, and a trial resumed from one
         # hands them to Tune again: results the driver had not recorded when it died are not
         # lost (the trial writer keeps each epoch once).
         self._history: list[dict[str, float]] = []
 
-    @property
-    def device(self) -> str:
-        return self._device
-
-    @property
-    def num_threads(self) -> int:
-        return self._num_threads
-
     def report(
         self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
     ) -> None:
-        self._epoch += 1
-        self._pending.append({**metrics, EPOCH: self._epoch})
-        self._history.append(self._pending[-1])
-        moment = time.monotonic()
-        if not final and moment - self._last_reported < self._report_interval:
-            return
-        result = {**metrics, EPOCH: self._epoch, HISTORY: self._pending}
+        self.epoch += 1
+        self._pending.append({**metrics, EPOCH: self.epoch})
+        hand, persist = self.pacing.due(final, checkpoint is not None)
+        if hand:
+            self.hand_over([], checkpoint if persist else None, final=final)
+
+    def hand_over(self, epochs: list[dict[str, float]], checkpoint: Mapping[str, Any] | None, *, final: bool) -> None:
+        """Hands Tune the pending epochs and `epochs` (each with its EPOCH) in one result, with
+        the state to persist after the last of them, if any."""
+        epochs, self._pending = [*self._pending, *epochs], []
+        self._history.extend(epochs)
+        self.epoch = int(epochs[-1][EPOCH])
+        result: dict[str, Any] = {**epochs[-1], HISTORY: epochs}
         if final:
             result[DONE] = True
-        self._pending = []
-        self._last_reported = moment
-        persist = checkpoint is not None and (final or moment - self._last_persisted >= self._checkpoint_interval)
-        if not persist:
+        if checkpoint is None:
             tune.report(result)
             return
-        self._last_persisted = moment
         # Tune copies the directory into the experiment storage before report returns.
         with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
             saved = {
-                "state": dict(checkpoint or {}),
-                EPOCH: self._epoch,
-                METRICS: dict(metrics),
+                "state": dict(checkpoint),
+                EPOCH: self.epoch,
+                METRICS: {name: value for name, value in epochs[-1].items() if name != EPOCH},
                 FINAL: final,
                 HISTORY: self._history,
             }
@@ -125,9 +122,10 @@ class TuneTrainContext:
         if newest is None:
             return None
         saved, _ = newest
-        self._epoch = int(saved[EPOCH])
-        self._history = list(saved.get(HISTORY, []))
-        self._pending = list(self._history)
+        self.epoch = int(saved[EPOCH])
+        # Handed to Tune again with the next result, which puts them back in the history.
+        self._history = []
+        self._pending = list(saved.get(HISTORY, []))
         state: dict[str, Any] = saved["state"]
         return state
 
@@ -138,7 +136,9 @@ def load_checkpoint_file(checkpoint: tune.Checkpoint) -> dict[str, Any]:
 
 
 def load_checkpoint_directory(directory: str) -> dict[str, Any]:
-    saved: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    # On the CPU: the driver that packages a GPU-trained trial may have no GPU; a trainer moves
+    # what it resumes onto its own device.
+    saved: dict[str, Any] = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
     return saved
 
 

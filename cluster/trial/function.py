@@ -7,6 +7,7 @@ start pays every import here, on the cores the trials train on.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -14,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 from ray.tune.result import DONE
 
 from cluster.trial.context import EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
+from cluster.trial.plan import WorkerPlan
 from trainers.contract import Splits, TrainerInfo
+from trainers.workercontext import device_for
 
 # The config key that gives a trial Tune created on a resumed study the identity of a
 # trial the study's previous driver started (see `cluster.driver.resume`).
@@ -63,13 +67,13 @@ def report_end(
 def trial_function(
     fixed: Mapping[str, Any],
     info: TrainerInfo,
-    cpus: int,
-    wants_gpu: bool,
+    plan: WorkerPlan,
     checkpoint_interval_s: float,
     carried: Mapping[str, Carried] | None = None,
 ) -> Callable[[dict[str, Any], Splits], None]:
-    """The function Tune runs for each trial: fixed params merged with the sampled config.
-    On a resumed study, `carried` holds what each trial of the previous driver left."""
+    """The function Tune runs for each trial: fixed params merged with the sampled config,
+    trained here or, with `plan.workers` > 1, on a Ray Train worker group. On a resumed
+    study, `carried` holds what each trial of the previous driver left."""
     fixed = dict(fixed)
     carried = dict(carried or {})
 
@@ -83,14 +87,28 @@ def trial_function(
             checkpoint = tune.Checkpoint.from_directory(brought.checkpoint_dir) if brought.checkpoint_dir else None
             report_end(brought.metrics, brought.epochs, checkpoint)
             return
-        device = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
-        context = TuneTrainContext(cpus, device, checkpoint_interval_s, carried_checkpoint=brought.checkpoint_dir)
+        gpu_ids = [int(i) for i in ray.get_gpu_ids()] if plan.workers == 1 else []
+        context = TuneTrainContext(
+            {**fixed, **config},
+            data,
+            device_for(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available()),
+            num_threads=max(1, int(plan.cpu)),
+            checkpoint_interval_s=checkpoint_interval_s,
+            gpu_ids=gpu_ids,
+            carried_checkpoint=brought.checkpoint_dir,
+        )
         newest = context.newest_checkpoint()
         if newest is not None and newest[0].get(FINAL):
             # It ended after Tune's last snapshot, and its end never reached the store.
             saved, checkpoint = newest
             report_end(saved.get(METRICS, {}), int(saved[EPOCH]), checkpoint, saved.get(HISTORY))
             return
-        info.load().train({**fixed, **config}, data, context)
+        if plan.workers > 1:
+            # Imported here: Ray Train is seconds of imports a single-worker trial does without.
+            from cluster.trial.dataparallel import run_data_parallel
+
+            run_data_parallel(info.target, trial_id, data, context, plan)
+        else:
+            info.load().train(context)
 
     return run_trial

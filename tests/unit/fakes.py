@@ -22,6 +22,7 @@ class FakeJobs(Jobs):
         self.standbys_started = 0
         self.gone: set[str] = set()
         self.driving: set[str] = set()
+        self.resources: dict[str, float] = {"CPU": 4.0}  # the cluster's, as `capacity` answers
 
     def submit(self, study_id: str) -> str:
         self.submitted.append(study_id)
@@ -42,6 +43,9 @@ class FakeJobs(Jobs):
 
     def last_words(self, job_id: str) -> str:
         return "FAILED: killed"
+
+    def capacity(self) -> dict[str, float]:
+        return dict(self.resources)
 
     def drivers_running(self) -> bool:
         return bool(self.driving - self.gone)

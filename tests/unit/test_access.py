@@ -159,6 +159,30 @@ def test_specs_over_the_limits_are_refused_by_field(
     assert jobs.submitted == []
 
 
+@pytest.mark.parametrize(
+    ("resources", "shown"),
+    [
+        (
+            {"workers": 3, "cpu": 2},
+            "3 worker(s) × 2 CPU and 0 GPU = 6 CPU and 0 GPU; the cluster holds 4 CPU and 1 GPU",
+        ),
+        ({"workers": 2, "cpu": 1, "gpu": 1}, "= 2 CPU and 2 GPU; the cluster holds 4 CPU and 1 GPU"),
+        ({"cpu": 0.5, "gpu": 2}, "= 0.5 CPU and 2 GPU"),
+    ],
+)
+def test_a_trial_larger_than_the_cluster_is_refused_naming_resources(
+    service: AnnealService, jobs: FakeJobs, example_data: dict[str, Any], resources: dict[str, Any], shown: str
+) -> None:
+    jobs.resources = {"CPU": 4.0, "GPU": 1.0}
+    with pytest.raises(InvalidSpec) as refused:
+        service.studies.create_study(spec(example_data, resources=resources), ALICE)
+    [error] = refused.value.errors
+    assert error.path == "resources" and shown in error.message
+    assert jobs.submitted == []
+    fits = service.studies.create_study(spec(example_data, resources={"workers": 2, "cpu": 2, "gpu": 0}), ALICE)
+    assert fits.spec.resources.workers == 2 and len(jobs.submitted) == 1
+
+
 def test_deploy_refuses_more_replicas_than_the_limit(service: AnnealService, example_data: dict[str, Any]) -> None:
     study = service.studies.create_study(spec(example_data), ALICE)
     # Deploy's arguments are not a spec: InvalidArgument, not InvalidSpec.

@@ -13,6 +13,7 @@ import pytest
 from anneal.errors import InvalidSpec
 from anneal.spec import DatasetSpec, StudySpec
 from trainers import dataroots
+from trainers.contract import Task
 from trainers.dataroots import resolve_data_path
 from trainers.datasets import load_dataset, load_splits
 from trainers.registry import check_spec
@@ -136,6 +137,9 @@ def test_without_data_roots_nothing_is_read(root: Path) -> None:
 # -- CSV files
 
 
+CLASSIFICATION = Task.CLASSIFICATION
+
+
 def write_csv(path: Path, rows: int = 60, classes: int = 3, features: int = 4) -> np.ndarray:
     """A CSV with a header, `features` float columns and a label cycling over `classes`."""
     rng = np.random.default_rng(0)
@@ -152,34 +156,52 @@ def csv_spec(path: str, **fractions: Any) -> DatasetSpec:
 
 def test_a_csv_file_loads_as_stratified_splits(root: Path) -> None:
     table = write_csv(root / "mine.csv")
-    data = load_dataset(csv_spec("mine.csv"), [str(root)])
-    assert (data.shape.n_features, data.shape.n_classes) == (4, 3)
+    data = load_dataset(csv_spec("mine.csv"), [str(root)], CLASSIFICATION)
+    assert (data.shape.n_features, data.shape.n_outputs) == (4, 3)
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 60
     assert len(data.y_val) == 12 and len(data.y_test) == 12
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
     loaded = np.concatenate([data.x_train, data.x_val, data.x_test])
     assert sorted(map(tuple, loaded.tolist())) == sorted(map(tuple, table[:, :-1].astype(np.float32).tolist()))
-    again = load_dataset(csv_spec("mine.csv"), [str(root)])
+    again = load_dataset(csv_spec("mine.csv"), [str(root)], CLASSIFICATION)
     assert np.array_equal(again.y_val, data.y_val)
+
+
+def test_a_csv_file_for_a_regressor_keeps_its_numeric_target(root: Path) -> None:
+    rows = "\n".join(f"{i},{i % 7},{i * 1.5 + 0.25}" for i in range(50))
+    (root / "prices.csv").write_text("size,rooms,price\n" + rows + "\n")
+    data = load_dataset(csv_spec("prices.csv"), [str(root)], Task.REGRESSION)
+    assert (data.shape.n_features, data.shape.n_outputs) == (2, 1)
+    assert data.y_train.dtype == np.float32 and len(data.y_train) + len(data.y_val) + len(data.y_test) == 50
+    assert sorted(np.concatenate([data.y_train, data.y_val, data.y_test]).tolist()) == [
+        i * 1.5 + 0.25 for i in range(50)
+    ]
+
+
+def test_a_regression_target_must_be_finite(root: Path) -> None:
+    rows = "\n".join(f"{i},{i}" for i in range(20))
+    (root / "bad.csv").write_text("a,target\n" + rows + "\n1,nan\n")
+    with pytest.raises(InvalidSpec, match="regression target"):
+        load_dataset(csv_spec("bad.csv"), [str(root)], Task.REGRESSION)
 
 
 def test_a_changed_file_is_read_again(root: Path) -> None:
     write_csv(root / "mine.csv", rows=60)
-    assert load_dataset(csv_spec("mine.csv"), [str(root)]).shape.n_classes == 3
+    assert load_dataset(csv_spec("mine.csv"), [str(root)], CLASSIFICATION).shape.n_outputs == 3
     write_csv(root / "mine.csv", rows=40, classes=2)
-    data = load_dataset(csv_spec("mine.csv"), [str(root)])
-    assert data.shape.n_classes == 2 and len(data.y_train) + len(data.y_val) + len(data.y_test) == 40
+    data = load_dataset(csv_spec("mine.csv"), [str(root)], CLASSIFICATION)
+    assert data.shape.n_outputs == 2 and len(data.y_train) + len(data.y_val) + len(data.y_test) == 40
 
 
 def test_a_bundled_dataset_loads_as_before() -> None:
     spec = DatasetSpec(name="iris", validation_fraction=0.25, test_fraction=0.1, split_seed=3)
-    assert load_dataset(spec, []) is load_splits("iris", 0.25, 0.1, 3)
+    assert load_dataset(spec, [], CLASSIFICATION) is load_splits("iris", 0.25, 0.1, 3)
 
 
 def test_the_path_is_checked_again_where_it_is_read(root: Path, tmp_path: Path) -> None:
     write_csv(tmp_path / "outside" / "mine.csv")
     with pytest.raises(InvalidSpec) as caught:
-        load_dataset(csv_spec(str(tmp_path / "outside" / "mine.csv")), [str(root)])
+        load_dataset(csv_spec(str(tmp_path / "outside" / "mine.csv")), [str(root)], CLASSIFICATION)
     assert caught.value.errors[0].path == "dataset.path"
 
 
@@ -210,7 +232,7 @@ GOOD_ROWS = "".join(f"{i},{i % 2}\n" for i in range(12))
 def test_a_malformed_csv_is_an_invalid_spec_naming_dataset_path(root: Path, text: str, reason: str) -> None:
     (root / "bad.csv").write_text(text, encoding="latin-1")
     with pytest.raises(InvalidSpec) as caught:
-        load_dataset(csv_spec("bad.csv"), [str(root)])
+        load_dataset(csv_spec("bad.csv"), [str(root)], CLASSIFICATION)
     [error] = caught.value.errors
     assert error.path == "dataset.path"
     assert reason in error.message
@@ -221,7 +243,7 @@ def test_a_file_that_grows_past_the_limit_while_read_is_refused(root: Path, monk
     write_csv(root / "mine.csv")
     monkeypatch.setattr("trainers.datasets.MAX_DATA_FILE_BYTES", 100)
     with pytest.raises(InvalidSpec, match="larger than"):
-        load_dataset(csv_spec("mine.csv"), [str(root)])
+        load_dataset(csv_spec("mine.csv"), [str(root)], CLASSIFICATION)
 
 
 # -- the spec check at the door

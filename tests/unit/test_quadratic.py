@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_trainer import FakeContext
+from tests.unit.test_trainer import FakeContext, trained
 from trainers.datasets import load_splits
 from trainers.quadratic import InjectedCrash, QuadraticTrainer, loss_at
 
@@ -14,9 +14,7 @@ IRIS = load_splits("iris", 0.2, 0.2, 0)
 
 
 def run(config: dict[str, Any], resume_from: dict[str, Any] | None = None) -> FakeContext:
-    context = FakeContext(resume_from)
-    QuadraticTrainer().train(config, IRIS, context)
-    return context
+    return trained(QuadraticTrainer(), config, IRIS, resume_from=resume_from)
 
 
 def test_reports_its_loss_every_epoch() -> None:
@@ -27,9 +25,9 @@ def test_reports_its_loss_every_epoch() -> None:
 
 def test_crashes_once_after_reporting_the_epoch_then_resumes_past_it() -> None:
     config = {"epochs": 4, "crash_at_epoch": 2, "crashes": 1}
-    crashed = FakeContext()
+    crashed = FakeContext(config, IRIS)
     with pytest.raises(InjectedCrash, match="crash 1 of 1 after epoch 2"):
-        QuadraticTrainer().train(config, IRIS, crashed)
+        QuadraticTrainer().train(crashed)
     assert len(crashed.metrics) == 2
     last = crashed.checkpoints[-1]
     assert (last["epoch"], last["crashed"]) == (2, 1)
@@ -39,10 +37,10 @@ def test_crashes_once_after_reporting_the_epoch_then_resumes_past_it() -> None:
 
 def test_crashes_again_until_it_has_crashed_as_often_as_asked() -> None:
     config = {"epochs": 5, "crash_at_epoch": 2, "crashes": 2}
-    first = FakeContext()
+    first = FakeContext(config, IRIS)
     with pytest.raises(InjectedCrash):
-        QuadraticTrainer().train(config, IRIS, first)
-    second = FakeContext(first.checkpoints[-1])
+        QuadraticTrainer().train(first)
+    second = FakeContext(config, IRIS, first.checkpoints[-1])
     with pytest.raises(InjectedCrash, match="crash 2 of 2 after epoch 3"):
-        QuadraticTrainer().train(config, IRIS, second)
+        QuadraticTrainer().train(second)
     assert [c["epoch"] for c in run(config, resume_from=second.checkpoints[-1]).checkpoints] == [4, 5]

@@ -1,4 +1,4 @@
-"""The built-in mlp_classifier trainer and the dataset splits, run on CPU with a fake context."""
+"""The built-in MLP trainers and the dataset splits, run on CPU in a local context."""
 
 from __future__ import annotations
 
@@ -11,22 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.builtins import MLP_CLASSIFIER
-from trainers.contract import Splits
-from trainers.datasets import DATASETS, load_splits
-from trainers.mlp import MLPClassifierTrainer
+from trainers.builtins import MLP_CLASSIFIER, MLP_REGRESSOR
+from trainers.contract import Splits, Trainer
+from trainers.datasets import CLASSIFICATION_DATASETS, DATASETS, load_splits
+from trainers.mlp import MLPClassifierTrainer, MLPRegressorTrainer
+from trainers.scores import regression_scores
+from trainers.workercontext import LocalContext
 
 EPOCHS = 4
 CONFIG: dict[str, Any] = {"epochs": EPOCHS, "hidden_size": 8, "batch_size": 16, "lr": 0.01, "seed": 3}
 
 
-class FakeContext:
-    """The TrainContext protocol: collects reports; checkpoints go through torch.save as on the cluster."""
+class FakeContext(LocalContext):
+    """A one-worker context that keeps every report and every checkpoint, each through
+    torch.save as on the cluster."""
 
-    device = "cpu"
-    num_threads = 1
-
-    def __init__(self, resume_from: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], data: Splits, resume_from: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(config, data, "cpu", **kwargs)
         self.resume_from = resume_from
         self.metrics: list[dict[str, float]] = []
         self.checkpoints: list[dict[str, Any]] = []
@@ -41,8 +44,11 @@ class FakeContext:
             buffer.seek(0)
             self.checkpoints.append(torch.load(buffer, weights_only=True))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        return self.resume_from
+
+def trained(trainer: Trainer, config: Mapping[str, Any], data: Splits, **kwargs: Any) -> FakeContext:
+    context = FakeContext(config, data, **kwargs)
+    trainer.train(context)
+    return context
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +58,7 @@ def iris() -> Splits:
 
 @pytest.fixture(scope="module")
 def full_run(iris: Splits) -> FakeContext:
-    context = FakeContext()
-    MLPClassifierTrainer().train(CONFIG, iris, context)
-    return context
+    return trained(MLPClassifierTrainer(), CONFIG, iris)
 
 
 # ------------------------------------------------------------------ training
@@ -85,8 +89,7 @@ def test_training_lowers_the_loss(full_run: FakeContext) -> None:
 
 @pytest.mark.parametrize("resume_after", [1, EPOCHS - 1])
 def test_resume_continues_where_it_stopped(iris: Splits, full_run: FakeContext, resume_after: int) -> None:
-    context = FakeContext(resume_from=full_run.checkpoints[resume_after - 1])
-    MLPClassifierTrainer().train(CONFIG, iris, context)
+    context = trained(MLPClassifierTrainer(), CONFIG, iris, resume_from=full_run.checkpoints[resume_after - 1])
     assert [c["epoch"] for c in context.checkpoints] == list(range(resume_after + 1, EPOCHS + 1))
     assert context.metrics == full_run.metrics[resume_after:]
     resumed, uninterrupted = context.checkpoints[-1]["model"], full_run.checkpoints[-1]["model"]
@@ -96,21 +99,18 @@ def test_resume_continues_where_it_stopped(iris: Splits, full_run: FakeContext, 
 
 
 def test_resume_from_the_last_epoch_reports_nothing(iris: Splits, full_run: FakeContext) -> None:
-    context = FakeContext(resume_from=full_run.checkpoints[-1])
-    MLPClassifierTrainer().train(CONFIG, iris, context)
+    context = trained(MLPClassifierTrainer(), CONFIG, iris, resume_from=full_run.checkpoints[-1])
     assert context.metrics == []
 
 
 def test_sgd_and_more_layers(iris: Splits) -> None:
     config = {**CONFIG, "epochs": 1, "optimizer": "sgd", "num_layers": 2, "dropout": 0.1}
-    context = FakeContext()
-    MLPClassifierTrainer().train(config, iris, context)
-    assert len(context.metrics) == 1
+    assert len(trained(MLPClassifierTrainer(), config, iris).metrics) == 1
 
 
 def test_unknown_optimizer_is_refused(iris: Splits) -> None:
     with pytest.raises(ValueError, match="adam or sgd"):
-        MLPClassifierTrainer().train({**CONFIG, "optimizer": "lbfgs"}, iris, FakeContext())
+        trained(MLPClassifierTrainer(), {**CONFIG, "optimizer": "lbfgs"}, iris)
 
 
 # ------------------------------------------------------------------ serving side
@@ -121,7 +121,7 @@ def test_rebuilt_model_predicts_like_the_trained_one(iris: Splits, full_run: Fak
     model = trainer.build_model(CONFIG, iris.shape)
     model.load_state_dict(trainer.model_state(full_run.checkpoints[-1]))
     probabilities = trainer.predict(model, torch.from_numpy(iris.x_val))
-    assert probabilities.shape == (len(iris.x_val), iris.shape.n_classes)
+    assert probabilities.shape == (len(iris.x_val), iris.shape.n_outputs)
     assert bool((probabilities >= 0).all())
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(iris.x_val)), atol=1e-5)
     accuracy = float((probabilities.argmax(dim=1) == torch.from_numpy(iris.y_val)).float().mean())
@@ -141,7 +141,7 @@ SIZES = {"iris": (150, 4, 3), "wine": (178, 13, 3), "breast_cancer": (569, 30, 2
 
 
 def test_every_registered_dataset_is_covered() -> None:
-    assert set(SIZES) == DATASETS
+    assert set(SIZES) == CLASSIFICATION_DATASETS and DATASETS == CLASSIFICATION_DATASETS | {"diabetes"}
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -153,7 +153,7 @@ def test_split_sizes_follow_the_fractions(name: str) -> None:
     assert abs(sizes[1] - 0.2 * rows) <= 1
     assert abs(sizes[2] - 0.1 * rows) <= 1
     assert [len(y) for y in (splits.y_train, splits.y_val, splits.y_test)] == list(sizes)
-    assert (splits.shape.n_features, splits.shape.n_classes) == (features, classes)
+    assert (splits.shape.n_features, splits.shape.n_outputs) == (features, classes)
     assert splits.x_train.dtype == np.float32 and splits.y_train.dtype == np.int64
 
 
@@ -185,3 +185,67 @@ def test_splits_are_disjoint() -> None:
 def test_unknown_dataset() -> None:
     with pytest.raises(KeyError, match="mnist"):
         load_splits("mnist", 0.2, 0.2, 0)
+
+
+# ------------------------------------------------------------------ regression
+
+REGRESSOR_CONFIG: dict[str, Any] = {"epochs": 30, "hidden_size": 16, "batch_size": 32, "lr": 0.01, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> Splits:
+    return load_splits("diabetes", 0.2, 0.2, 0)
+
+
+@pytest.fixture(scope="module")
+def regressor_run(diabetes: Splits) -> FakeContext:
+    return trained(MLPRegressorTrainer(), REGRESSOR_CONFIG, diabetes)
+
+
+def test_diabetes_is_a_regression_dataset(diabetes: Splits) -> None:
+    assert (diabetes.shape.n_features, diabetes.shape.n_outputs) == (10, 1)
+    assert len(diabetes.y_train) + len(diabetes.y_val) + len(diabetes.y_test) == 442
+    assert diabetes.y_train.dtype == np.float32 and diabetes.y_train.min() >= 25
+
+
+def test_the_regressor_reports_what_the_registry_promises(regressor_run: FakeContext) -> None:
+    assert all(set(metrics) == MLP_REGRESSOR.metrics for metrics in regressor_run.metrics)
+    assert len(regressor_run.metrics) == REGRESSOR_CONFIG["epochs"]
+
+
+def test_the_regressor_learns_the_target(regressor_run: FakeContext) -> None:
+    first, last = regressor_run.metrics[0], regressor_run.metrics[-1]
+    assert last["val_rmse"] < first["val_rmse"]
+    assert last["val_r2"] > 0.3  # the diabetes target is noisy: linear models reach about 0.45
+
+
+def test_the_rebuilt_regressor_predicts_values_in_the_targets_units(
+    diabetes: Splits, regressor_run: FakeContext
+) -> None:
+    trainer = MLPRegressorTrainer()
+    model = trainer.build_model(REGRESSOR_CONFIG, diabetes.shape)
+    model.load_state_dict(trainer.model_state(regressor_run.checkpoints[-1]))
+    values = trainer.predict(model, torch.from_numpy(diabetes.x_val))
+    assert values.shape == (len(diabetes.x_val), 1)
+    scores = regression_scores(values.numpy(), diabetes.y_val, "val_")
+    assert scores["val_rmse"] == pytest.approx(regressor_run.metrics[-1]["val_rmse"], rel=1e-4)
+
+
+def test_weights_of_the_first_mlp_classifier_still_load(iris: Splits, full_run: FakeContext) -> None:
+    """Packages written before the contract's second version hold one flat Sequential's weights."""
+    trainer = MLPClassifierTrainer()
+    state = trainer.model_state(full_run.checkpoints[-1])
+    flat = {"0.mean": state["features.mean"], "0.scale": state["features.scale"]}
+    flat.update(
+        {
+            f"{int(key.split('.')[1]) + 1}.{key.split('.')[2]}": value
+            for key, value in state.items()
+            if key.startswith("body.")
+        }
+    )
+    model = trainer.build_model(CONFIG, iris.shape)
+    model.load_state_dict(flat)
+    rows = torch.from_numpy(iris.x_val)
+    expected = trainer.build_model(CONFIG, iris.shape)
+    expected.load_state_dict(state)
+    assert torch.equal(trainer.predict(model, rows), trainer.predict(expected, rows))

@@ -1,0 +1,164 @@
+"""A data-parallel trial: the Tune trial function runs a Ray Train `TorchTrainer` over N workers.
+
+This is the one Train-in-Tune pattern Ray 2.60 supports (a Train V2 trainer cannot be given
+to a Tuner). The workers (`cluster.worker.train`) hand their epochs to the trial function
+through a Ray queue, and it reports them to Tune and persists the checkpoints, exactly as a
+single-worker trial's context does: schedulers, retries and study resumes treat both alike.
+Train retries nothing itself (Tune's retries would multiply with its own): a lost worker
+fails the trial attempt, and Tune restarts it from its newest checkpoint on a new worker
+group. Whatever ends the trial function (its end, an error, Tune stopping it), the Train run
+is aborted on the way out, so its workers and their placement group go with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.execution.callback import ControllerCallback
+from ray.train.v2.api.config import FailureConfig, RunConfig, ScalingConfig
+from ray.util.queue import Empty, Queue
+
+from cluster.trial.context import TuneTrainContext
+from cluster.trial.plan import WorkerPlan
+from cluster.worker.handover import Handover
+from cluster.worker.train import WorkerSetup, train_worker
+from trainers.contract import Splits
+
+log = logging.getLogger("anneal.trial")
+
+POLL_S = 0.2
+ABORT_WAIT_S = 10.0
+# A worker group that cannot be placed is retried after Train's start timeout (60 s); a study
+# never asks for more than the cluster holds (the server checks), so this bounds a wait for
+# resources another job holds rather than waiting forever.
+WORKER_GROUP_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ControllerStarted:
+    handle: Any  # the Train controller actor, which the trial aborts on its way out
+
+
+class AnnounceController(ControllerCallback):
+    """Sends the trial function its Train controller's handle, from inside the controller."""
+
+    def __init__(self, channel: Queue) -> None:
+        self._channel = channel
+
+    def after_controller_start(self, train_run_context: Any) -> None:
+        self._channel.put(ControllerStarted(ray.get_runtime_context().current_actor))
+
+
+def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTrainContext, plan: WorkerPlan) -> None:
+    """Trains the trial on `plan.workers` Ray Train workers, reporting through `context`."""
+    resumed = context.load_checkpoint()
+    channel = Queue(actor_options={"num_cpus": 0})
+    setup = WorkerSetup(
+        target=target,
+        config=dict(context.config),
+        data=ray.put(data),
+        resumed=ray.put(resumed) if resumed is not None else None,
+        start_epoch=context.epoch,
+        channel=channel,
+        num_threads=max(1, int(plan.cpu)),
+        report_interval_s=context.pacing.report_interval_s,
+        checkpoint_interval_s=context.pacing.checkpoint_interval_s,
+    )
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"setup": setup},
+        scaling_config=ScalingConfig(
+            num_workers=plan.workers,
+            use_gpu=plan.gpu > 0,
+            resources_per_worker={"CPU": plan.cpu, **({"GPU": plan.gpu} if plan.gpu else {})},
+        ),
+        torch_config=TorchConfig(backend="nccl" if plan.gpu > 0 else "gloo"),
+        # TorchTrainer's signature names Train V1's RunConfig; Train V2 takes its own.
+        run_config=RunConfig(  # type: ignore[arg-type]
+            name=trial_id,
+            storage_path=plan.storage_path,
+            failure_config=FailureConfig(max_failures=0, controller_failure_limit=WORKER_GROUP_ATTEMPTS),
+            # Train runs controller callbacks given here too, beside user callbacks.
+            callbacks=[AnnounceController(channel)],  # type: ignore[list-item]
+        ),
+    )
+    outcome: queue.Queue[BaseException | None] = queue.Queue()
+    fitting = threading.Thread(target=_fit, args=(trainer, outcome), name=f"anneal-train-{trial_id}", daemon=True)
+    controller: list[Any] = []
+    ended = False
+    try:
+        fitting.start()
+        ended = _pump(channel, fitting, context, controller)
+        if not ended:
+            error = outcome.get()
+            if error is not None:
+                raise error
+    finally:
+        # Tune reuses this actor for the next trial only if this function returns within
+        # seconds of the trial's end; Train's teardown takes longer, so it is waited for aside.
+        wind_down = threading.Thread(
+            target=_wind_down, args=(fitting, controller, channel, ended), name=f"anneal-end-{trial_id}", daemon=True
+        )
+        wind_down.start()
+
+
+def _fit(trainer: TorchTrainer, outcome: queue.Queue[BaseException | None]) -> None:
+    try:
+        trainer.fit()
+        outcome.put(None)
+    except BaseException as error:  # handed to the trial function's thread, which raises it
+        outcome.put(error)
+
+
+def _pump(channel: Queue, fitting: threading.Thread, context: TuneTrainContext, controller: list[Any]) -> bool:
+    """Reports each hand-over to Tune until the final one (True) or until the Train run has
+    ended without one and the queue is drained (False)."""
+    while True:
+        try:
+            item = channel.get(timeout=POLL_S)
+        except Empty:
+            if fitting.is_alive() or not channel.empty():
+                continue
+            return False
+        if isinstance(item, ControllerStarted):
+            controller.append(item.handle)
+        elif isinstance(item, Handover):
+            context.hand_over(list(item.epochs), _state(item.checkpoint), final=item.final)
+            if item.final:
+                return True
+
+
+def _wind_down(fitting: threading.Thread, controller: list[Any], channel: Queue, ended: bool) -> None:
+    """Lets a finished Train run tear itself down; aborts one that is still training (Tune stopped
+    the trial, or it failed), so its workers and placement group go within seconds."""
+    fitting.join(ABORT_WAIT_S if ended else 0)
+    if fitting.is_alive():
+        _abort(controller)
+        fitting.join(ABORT_WAIT_S)
+    ray.kill(channel.actor)  # type: ignore[arg-type]
+
+
+def _state(checkpoint: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(checkpoint) if checkpoint is not None else None
+
+
+def _abort(controller: list[Any]) -> None:
+    """Ends the Train run: its controller aborts the worker group (removing the placement group)
+    and exits; if it does not answer in time, it is killed, and Train's placement-group cleaner
+    removes the group."""
+    if not controller:
+        log.warning("the Train run ended before its controller announced itself")
+        return
+    handle = controller[0]
+    try:
+        ray.get(handle.abort.remote(), timeout=ABORT_WAIT_S)
+    except Exception:  # aborting exits the actor, so the call ends in an actor-died error
+        pass
+    ray.kill(handle, no_restart=True)

@@ -1,0 +1,15 @@
+"""A trial's layout: one worker, or a data-parallel group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How a trial's workers are laid out, and where a data-parallel trial keeps its Train run."""
+
+    workers: int
+    cpu: float  # per worker
+    gpu: float  # per worker
+    storage_path: str
