@@ -60,6 +60,14 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.data_parallel
+
+# The built-in trainers through the trainer contract on the CPU and, where torch has CUDA, on
+# the GPU (and NCCL at world size 1), and GPU-trained weights served on the CPU; no Ray.
+# GPU_CHECK_ARGS passes flags (--quick, --epochs N): see benchmarks/gpu_check.py --help.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 up: $(STAMP)
 	$(BIN)/anneal up

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import bookkeeping, common, serving, study_overhead
+from benchmarks import bookkeeping, common, data_parallel, serving, study_overhead
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -42,3 +42,12 @@ def test_serving_runs(stack: Stack) -> None:
     assert set(result["latency"]) == {"raw forward (in process)", "Serve handle", "Serve HTTP", "anneal gRPC Predict"}
     assert result["time_to_deploy_s"] > 0
     assert result["throughput"]["batching on"][2]["requests_per_s"] > 0
+
+
+def test_data_parallel_runs(stack: Stack) -> None:
+    size = data_parallel.SMOKE
+    result = data_parallel.run(stack, size["params"], size["train_rows"], rounds=1)  # type: ignore[arg-type]
+    variants = result["variants"]
+    assert set(variants) == {data_parallel.A1, data_parallel.A, data_parallel.B, data_parallel.C}
+    assert all(v["samples_per_s"]["median"] > 0 and v["startup_s"]["median"] > 0 for v in variants.values())
+    assert result["ratios"]["c/a"]["median"] > 0
