@@ -92,21 +92,20 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
     outcome: queue.Queue[BaseException | None] = queue.Queue()
     fitting = threading.Thread(target=_fit, args=(trainer, outcome), name=f"anneal-train-{trial_id}", daemon=True)
     controller: list[Any] = []
-    ended = False
     try:
         fitting.start()
-        ended = _pump(channel, fitting, context, controller)
-        if not ended:
-            error = outcome.get()
-            if error is not None:
-                raise error
+        final = _pump(channel, fitting, context, controller)
+        error = outcome.get()
+        if final is None and error is not None:
+            raise error
+        if final is not None:
+            # Only now, with the Train run over and its placement group removed by its own
+            # controller: Tune may end this actor at the final result, and the controller with it.
+            context.hand_over(list(final.epochs), _state(final.checkpoint), final=True)
     finally:
-        # Tune reuses this actor for the next trial only if this function returns within
-        # seconds of the trial's end; Train's teardown takes longer, so it is waited for aside.
-        wind_down = threading.Thread(
-            target=_wind_down, args=(fitting, controller, channel, ended), name=f"anneal-end-{trial_id}", daemon=True
-        )
-        wind_down.start()
+        # Tune stopped the trial or it failed: the Train run is aborted aside, so this function
+        # returns within Tune's two seconds for a reused actor.
+        threading.Thread(target=_wind_down, args=(fitting, controller, channel), daemon=True).start()
 
 
 def _fit(trainer: TorchTrainer, outcome: queue.Queue[BaseException | None]) -> None:
@@ -117,28 +116,29 @@ def _fit(trainer: TorchTrainer, outcome: queue.Queue[BaseException | None]) -> N
         outcome.put(error)
 
 
-def _pump(channel: Queue, fitting: threading.Thread, context: TuneTrainContext, controller: list[Any]) -> bool:
-    """Reports each hand-over to Tune until the final one (True) or until the Train run has
-    ended without one and the queue is drained (False)."""
+def _pump(
+    channel: Queue, fitting: threading.Thread, context: TuneTrainContext, controller: list[Any]
+) -> Handover | None:
+    """Reports each hand-over to Tune but the final one, until the Train run has ended and the
+    queue is drained; returns the final hand-over, if one came."""
+    final = None
     while True:
         try:
             item = channel.get(timeout=POLL_S)
         except Empty:
             if fitting.is_alive() or not channel.empty():
                 continue
-            return False
+            return final
         if isinstance(item, ControllerStarted):
             controller.append(item.handle)
+        elif isinstance(item, Handover) and item.final:
+            final = item
         elif isinstance(item, Handover):
-            context.hand_over(list(item.epochs), _state(item.checkpoint), final=item.final)
-            if item.final:
-                return True
+            context.hand_over(list(item.epochs), _state(item.checkpoint), final=False)
 
 
-def _wind_down(fitting: threading.Thread, controller: list[Any], channel: Queue, ended: bool) -> None:
-    """Lets a finished Train run tear itself down; aborts one that is still training (Tune stopped
-    the trial, or it failed), so its workers and placement group go within seconds."""
-    fitting.join(ABORT_WAIT_S if ended else 0)
+def _wind_down(fitting: threading.Thread, controller: list[Any], channel: Queue) -> None:
+    """Aborts a Train run that is still going, so its workers and placement group go within seconds."""
     if fitting.is_alive():
         _abort(controller)
         fitting.join(ABORT_WAIT_S)
