@@ -33,7 +33,7 @@ $(BUF_STAMP):
 test: $(STAMP) wire
 	$(BIN)/ruff check anneal cluster trainers tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

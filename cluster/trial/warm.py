@@ -24,9 +24,7 @@ def warm_worker() -> None:
     try:
         import torch._dynamo  # (torch.optim imports it at the first optimiser)
 
-        import cluster.trial.dataparallel  # noqa: F401  (Ray Train, for data-parallel trials)
         import cluster.trial.function  # noqa: F401  (Ray Tune's function trainable, the trial context)
-        import cluster.worker.train  # noqa: F401  (a data-parallel trial's workers)
         from trainers.builtins import BUILT_INS
         from trainers.contract import import_target
 

@@ -37,6 +37,9 @@ TEST_CPUS = 4
 # Logical GPUs on a CPU-only machine: Ray places trials on them and gives out their ids, so
 # fractional-GPU packing is tested here; the CPU build of torch keeps the work on the CPU.
 TEST_GPUS = 2
+# A standby warms one worker per CPU by default, 4 here; asked for 4, the raylet kept 2 of them
+# idle (one per core), and each warm-up imports torch on those same 2 cores.
+WARM_WORKERS = 2
 PRINCIPALS: dict[str, dict[str, Any]] = {
     "alice": {},
     "bob": {"max_concurrent_studies": 1, "max_concurrent_trials": 2},  # quotas are tested with him
@@ -96,6 +99,7 @@ def stack() -> Iterator[Stack]:
         max_watch_streams=WATCH_STREAMS,
         num_cpus=TEST_CPUS,
         num_gpus=TEST_GPUS,
+        warm_trial_workers=WARM_WORKERS,
     )
     cluster, settings, dashboard_port = plan_cluster(base)
     cluster.ray_pid = start_ray(settings, cluster, dashboard_port, log=lambda _: None)
