@@ -30,16 +30,9 @@ from tests.tls import Certificates, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
 WATCH_STREAMS = 4  # per principal, lower than the default so the limit is cheap to reach
-# Logical CPUs beyond this machine's 2 cores: a 2-worker trial (1 CPU each) fits beside a study's
-# driver, the Serve replicas earlier tests left, and a second trial. Training is slower per
-# trial than the figures say, never refused.
-TEST_CPUS = 4
 # Logical GPUs on a CPU-only machine: Ray places trials on them and gives out their ids, so
 # fractional-GPU packing is tested here; the CPU build of torch keeps the work on the CPU.
 TEST_GPUS = 2
-# A standby warms one worker per CPU by default, 4 here; asked for 4, the raylet kept 2 of them
-# idle (one per core), and each warm-up imports torch on those same 2 cores.
-WARM_WORKERS = 2
 PRINCIPALS: dict[str, dict[str, Any]] = {
     "alice": {},
     "bob": {"max_concurrent_studies": 1, "max_concurrent_trials": 2},  # quotas are tested with him
@@ -97,9 +90,7 @@ def stack() -> Iterator[Stack]:
         serve_http_port=0,
         tokens=listed,
         max_watch_streams=WATCH_STREAMS,
-        num_cpus=TEST_CPUS,
         num_gpus=TEST_GPUS,
-        warm_trial_workers=WARM_WORKERS,
     )
     cluster, settings, dashboard_port = plan_cluster(base)
     cluster.ray_pid = start_ray(settings, cluster, dashboard_port, log=lambda _: None)

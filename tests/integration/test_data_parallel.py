@@ -33,6 +33,9 @@ from trainers.datasets import load_splits
 pytestmark = pytest.mark.integration
 
 FREED_WITHIN_S = 10.0
+# Half a CPU per worker: a 2-worker trial then fits on the test cluster's 2 CPUs beside what
+# other tests' Serve replicas hold; each worker still trains with one thread.
+WORKERS = {"workers": 2, "cpu": 0.5}
 EPOCHS = 4  # of the quadratic studies
 
 
@@ -59,7 +62,7 @@ def quadratic_spec(name: str, **changes: Any) -> StudySpec:
         "objective": {"metric": "loss", "mode": "min"},
         "search": {"sampler": "random", "seed": 0},
         "budget": {"max_trials": 1, "max_concurrent_trials": 1},
-        "resources": {"workers": 2, "cpu": 1},
+        "resources": WORKERS,
         "failure": {"max_retries": 1, "checkpoint_interval_s": 0},
     }
     data.update(changes)
@@ -90,7 +93,7 @@ def digits_on_two_workers(stack: Stack) -> Iterator[Finished]:
     spec = small_spec(
         "it-dp-digits",
         budget={"max_trials": 2, "max_concurrent_trials": 1},
-        resources={"workers": 2, "cpu": 1},
+        resources=WORKERS,
     )
     yield run(stack, spec)
 
@@ -207,7 +210,7 @@ def test_a_trial_larger_than_the_cluster_is_invalid_naming_resources(stack: Stac
         stub.CreateStudy(pb.CreateStudyRequest(spec=spec_to_pb(spec)), metadata=stack.metadata())
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "resources: a trial needs 8 worker(s) × 1 CPU" in str(refused.value.details())
-    assert "the cluster holds 4 CPU and 2 GPU" in str(refused.value.details())
+    assert "the cluster holds 2 CPU and 2 GPU" in str(refused.value.details())
 
 
 # ------------------------------------------------------------------ GPUs, logical ones here
