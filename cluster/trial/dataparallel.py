@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +66,7 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
         resumed=ray.put(resumed) if resumed is not None else None,
         start_epoch=context.epoch,
         channel=channel,
-        num_threads=max(1, int(plan.cpu)),
+        num_threads=plan.threads,
         report_interval_s=context.pacing.report_interval_s,
         checkpoint_interval_s=context.pacing.checkpoint_interval_s,
     )
@@ -101,7 +100,7 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
         if final is not None:
             # Only now, with the Train run over and its placement group removed by its own
             # controller: Tune may end this actor at the final result, and the controller with it.
-            context.hand_over(list(final.epochs), _state(final.checkpoint), final=True)
+            context.hand_over(final.epochs, final.checkpoint, final=True)
     finally:
         # Tune stopped the trial or it failed: the Train run is aborted aside, so this function
         # returns within Tune's two seconds for a reused actor.
@@ -134,7 +133,7 @@ def _pump(
         elif isinstance(item, Handover) and item.final:
             final = item
         elif isinstance(item, Handover):
-            context.hand_over(list(item.epochs), _state(item.checkpoint), final=False)
+            context.hand_over(item.epochs, item.checkpoint, final=False)
 
 
 def _wind_down(fitting: threading.Thread, controller: list[Any], channel: Queue) -> None:
@@ -143,10 +142,6 @@ def _wind_down(fitting: threading.Thread, controller: list[Any], channel: Queue)
         _abort(controller)
         fitting.join(ABORT_WAIT_S)
     ray.kill(channel.actor)  # type: ignore[arg-type]
-
-
-def _state(checkpoint: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return dict(checkpoint) if checkpoint is not None else None
 
 
 def _abort(controller: list[Any]) -> None:

@@ -92,7 +92,7 @@ def trial_function(
             {**fixed, **config},
             data,
             device_for(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available()),
-            num_threads=max(1, int(plan.cpu)),
+            num_threads=plan.threads,
             checkpoint_interval_s=checkpoint_interval_s,
             gpu_ids=gpu_ids,
             carried_checkpoint=brought.checkpoint_dir,

@@ -13,3 +13,8 @@ class WorkerPlan:
     cpu: float  # per worker
     gpu: float  # per worker
     storage_path: str
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per worker: its whole CPUs, at least one."""
+        return max(1, int(self.cpu))
