@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import os
 
+import ray
 from ray import tune
 
 from cluster.driver.recording import TrialRecorder
 from cluster.driver.resume import plan_resume, snapshot_trial_ids
 from cluster.driver.studyrun import StudyRun
-from cluster.driver.tuning import build_tuner, planned_epochs, restore_tuner
+from cluster.driver.tuning import build_tuner, concurrent_trials, planned_epochs, restore_tuner
+from cluster.driver.warmtrain import TrainWarmer
 
 
 class _NoMetricFilesWarning(logging.Filter):
@@ -34,24 +36,34 @@ def fit(run: StudyRun) -> list[tune.Result]:
     recorder = TrialRecorder(
         run.writer, run.spec.params, planned_epochs(run.spec, run.info) or 0, run.spec.resources.workers
     )
+    callbacks: list[tune.Callback] = [recorder, *train_warmers(run)]
     if run.resumed:
-        tuner = _resumed_tuner(run, recorder)
+        tuner = _resumed_tuner(run, recorder, callbacks)
     else:
         tuner = build_tuner(
             run.spec,
             run.info,
             experiment_name=run.study_id,
             storage_path=run.settings.tune_storage,
-            callbacks=[recorder],
+            callbacks=callbacks,
             data_roots=run.settings.data_roots,
         )
     grid = tuner.fit()
     return [grid[i] for i in range(len(grid))]
 
 
-def _resumed_tuner(run: StudyRun, recorder: TrialRecorder) -> tune.Tuner:
+def train_warmers(run: StudyRun) -> list[tune.Callback]:
+    """A data-parallel study's warm Ray Train processes, unless warm workers are turned off."""
+    spec = run.spec
+    if spec.resources.workers == 1 or not run.settings.warm_trial_workers:
+        return []
+    return [TrainWarmer(spec.resources.workers, concurrent_trials(spec, ray.cluster_resources()))]
+
+
+def _resumed_tuner(run: StudyRun, recorder: TrialRecorder, callbacks: list[tune.Callback]) -> tune.Tuner:
     """The Tuner of a study whose driver died: restored from Tune's last snapshot, which the
-    store's records complete (`cluster.driver.resume`); a new one when Tune never took a snapshot."""
+    store's records complete (`cluster.driver.resume`); a new one when Tune never took a snapshot.
+    A restored Tuner keeps the callbacks of its snapshot."""
     settings, study = run.settings, run.study
     experiment_dir = os.path.join(settings.tune_storage, study.study_id)
     snapshot = snapshot_trial_ids(experiment_dir)
@@ -63,7 +75,7 @@ def _resumed_tuner(run: StudyRun, recorder: TrialRecorder) -> tune.Tuner:
             run.info,
             experiment_name=study.study_id,
             storage_path=settings.tune_storage,
-            callbacks=[recorder],
+            callbacks=callbacks,
             carried=plan.carried,
             adoptions=plan.adoptions,
             data_roots=settings.data_roots,

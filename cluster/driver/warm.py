@@ -19,6 +19,8 @@ import logging
 import os
 from typing import Any
 
+from cluster.trial.trainenv import serialize
+
 log = logging.getLogger("anneal.warm")
 
 PRESTART_TIMEOUT_S = 10.0
@@ -42,39 +44,66 @@ def prestart_trial_workers(limit: int, keep_alive_s: float) -> int:
     """Asks the raylets for up to `limit` idle workers for this driver's job (`plan_warm_workers`),
     each kept `keep_alive_s` until a trial takes it. Returns how many were asked for."""
     import ray
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
 
-    # The raylet hands an idle worker only to a task of the same job and the same runtime environment.
-    environment = runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env=trial_runtime_env())
     context = ray.get_runtime_context()
-    job_id = bytes.fromhex(context.get_job_id())
+    environment = serialize(trial_runtime_env())
     asked = 0
     for address, count in plan_warm_workers(ray.nodes(), context.get_node_id(), limit):
-        request = node_manager_pb2.PrestartWorkersRequest(
-            language=common_pb2.Language.PYTHON,
-            job_id=job_id,
-            runtime_env_info=environment,
-            keep_alive_duration_secs=int(keep_alive_s),
-            num_workers=count,
-        )
-        try:
-            with init_grpc_channel(address) as channel:
-                node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
-                    request, timeout=PRESTART_TIMEOUT_S
-                )
-        except Exception:
+        if prestart_workers(address, environment, count, keep_alive_s):
+            asked += count
+        else:
             log.warning("the raylet at %s did not start warm trial workers; trials there start cold", address)
-            continue
-        asked += count
     return asked
 
 
-def trial_runtime_env() -> str:
-    """The runtime environment Ray gives Tune's trial actors in this driver's job, serialized as
-    Ray's core worker serializes it: the job's environment with the env_vars Tune sets on its
-    trainables merged in (`ray.tune.execution.class_cache`), dumped with sorted keys and no
-    spaces. The raylet matches idle workers to tasks by this exact text."""
+def prestart_workers(address: str, runtime_env: str, count: int, keep_alive_s: float) -> bool:
+    """Asks the raylet at `address` to start `count` worker processes of this driver's job with
+    the serialized `runtime_env`, kept idle up to `keep_alive_s`. The raylet starts no more at
+    once than its start-up concurrency (its node's CPUs, at most its cores) and drops the rest.
+    False when it refused."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
+
+    request = node_manager_pb2.PrestartWorkersRequest(
+        language=common_pb2.Language.PYTHON,
+        job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+        # The raylet hands an idle worker only to a task of the same job and the same runtime environment.
+        runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env=runtime_env),
+        keep_alive_duration_secs=int(keep_alive_s),
+        num_workers=count,
+    )
+    try:
+        with init_grpc_channel(address) as channel:
+            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=PRESTART_TIMEOUT_S)
+    except Exception:
+        return False
+    return True
+
+
+def registered_workers(address: str) -> int | None:
+    """How many worker processes of this driver's job the raylet at `address` has registered
+    (started ones it counts as started only once they have); None when it did not answer."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+
+    job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+    try:
+        with init_grpc_channel(address) as channel:
+            stats = node_manager_pb2_grpc.NodeManagerServiceStub(channel).GetNodeStats(
+                node_manager_pb2.GetNodeStatsRequest(include_memory_info=False), timeout=PRESTART_TIMEOUT_S
+            )
+    except Exception:
+        return None
+    return sum(1 for worker in stats.core_workers_stats if worker.job_id == job_id)
+
+
+def trial_runtime_env() -> dict[str, object]:
+    """The runtime environment Ray gives Tune's trial actors in this driver's job: the job's
+    environment with the env_vars Tune sets on its trainables merged in
+    (`ray.tune.execution.class_cache`). Serialized (`serialize`), the raylet matches idle
+    workers to tasks by its exact text."""
     import ray
     from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
 
@@ -83,5 +112,4 @@ def trial_runtime_env() -> str:
     core_worker = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]
     job: dict[str, object] = json.loads(core_worker.get_current_runtime_env() or "{}")
     job_env_vars = job.get("env_vars")
-    merged = {**job, "env_vars": {**(job_env_vars if isinstance(job_env_vars, dict) else {}), **tune_env_vars}}
-    return json.dumps(merged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {**job, "env_vars": {**(job_env_vars if isinstance(job_env_vars, dict) else {}), **tune_env_vars}}

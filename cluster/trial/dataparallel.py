@@ -12,20 +12,21 @@ is aborted on the way out, so its workers and their placement group go with it.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.train.torch import TorchConfig, TorchTrainer
-from ray.train.v2._internal.execution.callback import ControllerCallback
 from ray.train.v2.api.config import FailureConfig, RunConfig, ScalingConfig
 from ray.util.queue import Empty, Queue
 
+from cluster.trial.announce import AnnounceController, ControllerStarted
 from cluster.trial.context import TuneTrainContext
 from cluster.trial.plan import WorkerPlan
+from cluster.trial.trainenv import WORKER_ENV_VARS, control_env_vars, train_environments
 from cluster.worker.handover import Handover
 from cluster.worker.train import WorkerSetup, train_worker
 from trainers.contract import Splits
@@ -40,25 +41,11 @@ ABORT_WAIT_S = 10.0
 WORKER_GROUP_ATTEMPTS = 5
 
 
-@dataclass(frozen=True)
-class ControllerStarted:
-    handle: Any  # the Train controller actor, which the trial aborts on its way out
-
-
-class AnnounceController(ControllerCallback):
-    """Sends the trial function its Train controller's handle, from inside the controller."""
-
-    def __init__(self, channel: Queue) -> None:
-        self._channel = channel
-
-    def after_controller_start(self, train_run_context: Any) -> None:
-        self._channel.put(ControllerStarted(ray.get_runtime_context().current_actor))
-
-
 def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTrainContext, plan: WorkerPlan) -> None:
     """Trains the trial on `plan.workers` Ray Train workers, reporting through `context`."""
     resumed = context.load_checkpoint()
-    channel = Queue(actor_options={"num_cpus": 0})
+    # In the environment of Train's control processes, so a warm one takes it (`trainenv`).
+    channel = Queue(actor_options={"num_cpus": 0, "runtime_env": {"env_vars": control_env_vars()}})
     setup = WorkerSetup(
         target=target,
         config=dict(context.config),
@@ -84,6 +71,7 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
             name=trial_id,
             storage_path=plan.storage_path,
             failure_config=FailureConfig(max_failures=0, controller_failure_limit=WORKER_GROUP_ATTEMPTS),
+            worker_runtime_env={"env_vars": WORKER_ENV_VARS},
             # Train runs controller callbacks given here too, beside user callbacks.
             callbacks=[AnnounceController(channel)],  # type: ignore[list-item]
         ),
@@ -130,10 +118,24 @@ def _pump(
             return final
         if isinstance(item, ControllerStarted):
             controller.append(item.handle)
+            _check_environment(item.runtime_env)
         elif isinstance(item, Handover) and item.final:
             final = item
         elif isinstance(item, Handover):
             context.hand_over(item.epochs, item.checkpoint, final=False)
+
+
+def _check_environment(controller_env: str) -> None:
+    """Warns when Train's controller runs in another environment than the driver warms processes
+    for (`cluster.trial.trainenv`): data-parallel trials would then start cold."""
+    own = json.loads(ray.get_runtime_context().get_runtime_env_string() or "{}")
+    expected = train_environments(own, control_env_vars()).control
+    if controller_env != expected:
+        log.warning(
+            "Ray Train's controller runs in the runtime environment %s, not %s as expected: its processes start cold",
+            controller_env,
+            expected,
+        )
 
 
 def _wind_down(fitting: threading.Thread, controller: list[Any], channel: Queue) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from cluster.trial.trainenv import is_control_process
+
 log = logging.getLogger("anneal.warm")
 
 # The worker set-up hook of the jobs the server submits (a runtime_env field).
@@ -22,6 +24,14 @@ def warm_worker() -> None:
     Imports only: CUDA must stay uninitialised, because Ray makes a trial's GPUs visible
     (CUDA_VISIBLE_DEVICES) when it hands the worker its actor, and CUDA reads that once."""
     try:
+        if is_control_process():  # what Train's controller unpickles and runs, and the channel
+            import ray.train.torch.config  # noqa: F401
+            import ray.train.v2._internal.execution.controller.controller  # noqa: F401
+            import ray.util.queue  # noqa: F401
+
+            import cluster.trial.announce  # noqa: F401
+
+            return
         import torch._dynamo  # (torch.optim imports it at the first optimiser)
 
         import cluster.trial.function  # noqa: F401  (Ray Tune's function trainable, the trial context)

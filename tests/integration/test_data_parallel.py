@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,6 +38,7 @@ FREED_WITHIN_S = 10.0
 # other tests' Serve replicas hold; each worker still trains with one thread.
 WORKERS = {"workers": 2, "cpu": 0.5}
 EPOCHS = 4  # of the quadratic studies
+COLD_WARNING = "its processes start cold"
 
 
 @dataclass
@@ -128,6 +130,18 @@ def test_its_deployed_model_answers_with_the_accuracy_the_study_reported(
         predictions = client.predict(deployment.name, data.x_test.tolist())
     served = sum(p.label == int(y) for p, y in zip(predictions, data.y_test, strict=True)) / len(data.y_test)
     assert served == pytest.approx(study.best_test_metrics["test_accuracy"], abs=0.02)
+
+
+def test_its_train_processes_ran_in_the_environment_the_driver_warms(
+    stack: Stack, digits_on_two_workers: Finished
+) -> None:
+    """The driver starts Ray Train's processes ahead of each trial (`cluster.driver.warmtrain`);
+    the raylet hands them over only for the exact environment Train's processes carry, which each
+    trial compares with its controller's and warns about in its log when they differ."""
+    logs = Path(stack.cluster.ray_temp_dir) / "session_latest" / "logs"
+    assert list(logs.glob("worker-*.err"))
+    warned = [p.name for p in logs.glob("worker-*.err") if COLD_WARNING in p.read_text(errors="replace")]
+    assert warned == []
 
 
 # ------------------------------------------------------------------ faults and early stopping
