@@ -162,14 +162,16 @@ def raw(splits: Any, params: dict[str, Any], world_size: int) -> Measured:
     )
 
 
-def anneal_trial(spec: StudySpec, storage: str, data_root: str, leftovers: list[dict[str, Any]]) -> Measured:
+def anneal_trial(
+    spec: StudySpec, storage: str, data_root: str, leftovers: list[dict[str, Any]], quiet_timeout_s: float
+) -> Measured:
     """Variants b and c: a one-trial study through the driver's Tuner, its processes warmed first
     as a study driver's are (`warm_like_a_driver`). Afterwards waits for the trial's placement
     groups to go (`released`), so the next variant finds the CPUs free."""
     from cluster.driver.tuning import build_tuner
     from trainers.registry import resolve
 
-    callbacks = warm_like_a_driver(spec.resources.workers)
+    callbacks = warm_like_a_driver(spec.resources.workers, quiet_timeout_s)
     before = placement_groups()
     began = time.time()
     tuner = build_tuner(
@@ -198,7 +200,7 @@ def anneal_trial(spec: StudySpec, storage: str, data_root: str, leftovers: list[
     )
 
 
-def warm_like_a_driver(workers: int) -> list[Any]:
+def warm_like_a_driver(workers: int, quiet_timeout_s: float) -> list[Any]:
     """What a study driver has before its trials start: a warm trial worker (a standby's), and
     for a data-parallel study its Ray Train processes (`cluster.driver.warmtrain`). Asks for
     them, then waits until the machine is quiet, so the variant's figures exclude their start.
@@ -210,14 +212,14 @@ def warm_like_a_driver(workers: int) -> list[Any]:
     callbacks: list[Any] = []
     if workers > 1:
         warmer = TrainWarmer(workers, concurrent=1)
-        warmer.prepare(trials=1)
-        warmer.settle(QUIET_TIMEOUT_S)
+        warmer.prepare(trials=1, immediately=0)  # the trial starts once they are up
+        warmer.settle(quiet_timeout_s)
         callbacks.append(warmer)
-    wait_quiet()
+    wait_quiet(quiet_timeout_s)
     return callbacks
 
 
-def wait_quiet(timeout_s: float = QUIET_TIMEOUT_S) -> None:
+def wait_quiet(timeout_s: float) -> None:
     """Until the machine's CPUs are nearly idle (the warm processes' imports done), or the timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and cpu_busy_percent(QUIET_SAMPLE_S) > QUIET_CPU_PERCENT:
@@ -303,7 +305,11 @@ def cpu_per_worker(workers: int) -> float:
     return min(1.0, share)
 
 
-def run(stack: Stack, params: dict[str, Any], train_rows: int, rounds: int) -> dict[str, Any]:
+def run(
+    stack: Stack, params: dict[str, Any], train_rows: int, rounds: int, quiet_timeout_s: float = QUIET_TIMEOUT_S
+) -> dict[str, Any]:
+    """The rounds; before each anneal variant the benchmark waits up to `quiet_timeout_s` for the
+    machine to be quiet once its warm processes are asked for."""
     import ray
 
     from trainers.contract import Task
@@ -344,8 +350,8 @@ def run(stack: Stack, params: dict[str, Any], train_rows: int, rounds: int) -> d
             {
                 A1: variant(A1, lambda: raw(splits, params, 1)),
                 A: variant(A, lambda: raw(splits, params, 2)),
-                B: variant(B, lambda: anneal_trial(one, storage, data_root, leftovers[B])),
-                C: variant(C, lambda: anneal_trial(two, storage, data_root, leftovers[C])),
+                B: variant(B, lambda: anneal_trial(one, storage, data_root, leftovers[B], quiet_timeout_s)),
+                C: variant(C, lambda: anneal_trial(two, storage, data_root, leftovers[C], quiet_timeout_s)),
             },
         )
     steps = {m.steps for runs in measured.values() for m in runs}

@@ -53,11 +53,15 @@ def fit(run: StudyRun) -> list[tune.Result]:
 
 
 def train_warmers(run: StudyRun) -> list[tune.Callback]:
-    """A data-parallel study's warm Ray Train processes, unless warm workers are turned off."""
+    """A data-parallel study's warm Ray Train processes, unless warm workers are turned off:
+    asked for before Tune starts, for the trials after those that start with the study."""
     spec = run.spec
     if spec.resources.workers == 1 or not run.settings.warm_trial_workers:
         return []
-    return [TrainWarmer(spec.resources.workers, concurrent_trials(spec, ray.cluster_resources()))]
+    concurrent = concurrent_trials(spec, ray.cluster_resources())
+    warmer = TrainWarmer(spec.resources.workers, concurrent)
+    warmer.prepare(trials=spec.budget.max_trials, immediately=concurrent)
+    return [warmer]
 
 
 def _resumed_tuner(run: StudyRun, recorder: TrialRecorder, callbacks: list[tune.Callback]) -> tune.Tuner:

@@ -7,8 +7,11 @@ about 10 s before the first step. The driver asks the raylet of its own node for
 time, in the environments Train's processes will carry (`cluster.trial.trainenv`); the job's
 set-up hook imports what each needs, and a trial then finds them started and imported.
 
-The driver keeps ready as many sets as trials can run at once and are still to come: that many
-when the study starts, and one more each time a trial starts (and so takes one). The raylet
+The driver keeps ready as many sets as trials can run at once and are still to come. The trials
+that start with the study, and a failed trial that Tune starts again at once, start before a set
+asked for then could be up (each process needs seconds of CPU for its imports): they start cold,
+and no set is asked for them. Every other trial start takes a set, and one more is asked for
+while trials are still to come. The raylet
 starts no more processes at once than its start-up concurrency (its CPUs, at most its cores)
 and drops the rest of a request, so the requests go one batch at a time, from a thread of their
 own, each once the raylet has registered the processes of the one before. A trial's
@@ -65,8 +68,8 @@ class TrainWarmer(tune.Callback):
         self._environments = environments  # this job's, once asked
         self._register_timeout_s = register_timeout_s
         self._ready = 0  # sets asked for that no trial has taken yet
-        self._started: set[str] = set()
-        self._to_come: int | None = None  # trials still to start, once Tune has said how many
+        self._to_come: int | None = None  # trial starts that will find a set up, once known
+        self._immediate = 0  # trial starts due before a set asked for now could be up
         self._requests: queue.Queue[tuple[str, int]] = queue.Queue()
         self._pending = 0  # requests queued or under way
         self._idle = threading.Condition()
@@ -79,25 +82,30 @@ class TrainWarmer(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["workers"], state["concurrent"])  # type: ignore[misc]
 
-    def prepare(self, trials: int) -> None:
-        """Asks now for the sets of the next `trials` trials (at most one per concurrent trial)."""
-        self._to_come = trials
+    def prepare(self, trials: int, immediately: int) -> None:
+        """Asks now for the sets of `trials` trial starts still to come, of which the first
+        `immediately` come before a set could be up."""
+        self._immediate = min(immediately, trials)
+        self._to_come = trials - self._immediate
         self._top_up()
 
     def setup(
         self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any
     ) -> None:
         if self._to_come is None and total_num_samples is not None:
-            self._to_come = total_num_samples
-        self._top_up()
+            self.prepare(total_num_samples, immediately=self.concurrent)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._ready = max(0, self._ready - 1)
-        if trial.trial_id not in self._started:
-            self._started.add(trial.trial_id)
-            if self._to_come is not None:
-                self._to_come = max(0, self._to_come - 1)
+        if self._immediate > 0:
+            self._immediate -= 1
+        else:
+            self._ready = max(0, self._ready - 1)
+            self._to_come = None if self._to_come is None else max(0, self._to_come - 1)
         self._top_up()
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """A failed trial will start again from its checkpoint, at once."""
+        self._immediate += 1
 
     def settle(self, timeout_s: float) -> bool:
         """Waits until every set asked for has been requested from the raylet; True when it has."""

@@ -88,7 +88,7 @@ def warmer(workers: int, concurrent: int) -> tuple[TrainWarmer, FakeRaylet]:
     return TrainWarmer(workers, concurrent, raylet=raylet, environments=ENVS), raylet
 
 
-def test_a_study_starts_with_a_set_per_concurrent_trial_asked_no_more_than_the_raylet_starts_at_once() -> None:
+def test_a_study_asks_at_its_start_for_the_trials_after_the_first_one_set_per_concurrent_trial() -> None:
     warm, raylet = warmer(workers=3, concurrent=2)
     warm.setup(total_num_samples=10)
     assert warm.settle(5)
@@ -96,28 +96,39 @@ def test_a_study_starts_with_a_set_per_concurrent_trial_asked_no_more_than_the_r
     assert max(count for _, count in raylet.asked) <= raylet.concurrency
 
 
-def test_each_trial_start_replaces_the_set_it_took_while_trials_are_to_come() -> None:
-    warm, raylet = warmer(workers=2, concurrent=1)
-    warm.setup(total_num_samples=3)
-    for trial_id in ("a", "b", "c"):
+def test_a_study_whose_trials_all_start_with_it_asks_for_none() -> None:
+    warm, raylet = warmer(workers=2, concurrent=2)
+    warm.setup(total_num_samples=2)
+    for trial_id in ("a", "b"):
         warm.on_trial_start(0, [], Trial(trial_id))
     assert warm.settle(5)
-    # One set at the start, one for each of the trials after the first: none after the last.
+    assert raylet.asked == []
+
+
+def test_each_later_trial_start_replaces_the_set_it_took_while_trials_are_to_come() -> None:
+    warm, raylet = warmer(workers=2, concurrent=1)
+    warm.setup(total_num_samples=4)
+    for trial_id in ("a", "b", "c", "d"):
+        warm.on_trial_start(0, [], Trial(trial_id))
+    assert warm.settle(5)
+    # One set for b at the start, one for c when b starts, one for d when c starts.
     assert raylet.processes() == {"control-env": 3 * CONTROL_PROCESSES, "worker-env": 3 * 2}
 
 
-def test_a_retried_trial_takes_a_set_but_leaves_as_many_to_come() -> None:
+def test_a_retried_trial_starts_at_once_and_takes_no_set() -> None:
     warm, raylet = warmer(workers=2, concurrent=1)
     warm.setup(total_num_samples=2)
     warm.on_trial_start(0, [], Trial("a"))
-    warm.on_trial_start(0, [], Trial("a"))  # its retry
+    warm.on_trial_recover(0, [], Trial("a"))
+    warm.on_trial_start(0, [], Trial("a"))  # its retry: b's set is still there for b
+    warm.on_trial_start(0, [], Trial("b"))
     assert warm.settle(5)
-    assert raylet.processes()["control-env"] == 3 * CONTROL_PROCESSES
+    assert raylet.processes()["control-env"] == CONTROL_PROCESSES
 
 
 def test_a_prepared_warmer_asks_nothing_more_when_tune_sets_it_up() -> None:
     warm, raylet = warmer(workers=2, concurrent=1)
-    warm.prepare(trials=1)
+    warm.prepare(trials=1, immediately=0)
     warm.setup(total_num_samples=1)
     warm.on_trial_start(0, [], Trial("a"))
     assert warm.settle(5)
