@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cluster.trial.trainenv import serialize
@@ -36,8 +38,23 @@ def plan_warm_workers(nodes: list[dict[str, Any]], local_node_id: str, limit: in
         count = min(int(node["Resources"]["CPU"]), limit - sum(c for _, c in plan))
         if count < 1:
             break
-        plan.append((f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}", count))
+        plan.append((raylet_address(node), count))
     return plan
+
+
+def raylet_address(node: dict[str, Any]) -> str:
+    """Where a node's raylet listens, from its entry in `ray.nodes()`."""
+    return f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+
+
+@contextmanager
+def _node_manager(address: str) -> Iterator[Any]:
+    """A gRPC stub of the raylet at `address` (its node manager service)."""
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2_grpc
+
+    with init_grpc_channel(address) as channel:
+        yield node_manager_pb2_grpc.NodeManagerServiceStub(channel)
 
 
 def prestart_trial_workers(limit: int, keep_alive_s: float) -> int:
@@ -62,8 +79,7 @@ def prestart_workers(address: str, runtime_env: str, count: int, keep_alive_s: f
     once than its start-up concurrency (its node's CPUs, at most its cores) and drops the rest.
     False when it refused."""
     import ray
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
+    from ray.core.generated import common_pb2, node_manager_pb2, runtime_environment_pb2
 
     request = node_manager_pb2.PrestartWorkersRequest(
         language=common_pb2.Language.PYTHON,
@@ -74,8 +90,8 @@ def prestart_workers(address: str, runtime_env: str, count: int, keep_alive_s: f
         num_workers=count,
     )
     try:
-        with init_grpc_channel(address) as channel:
-            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=PRESTART_TIMEOUT_S)
+        with _node_manager(address) as raylet:
+            raylet.PrestartWorkers(request, timeout=PRESTART_TIMEOUT_S)
     except Exception:
         return False
     return True
@@ -85,13 +101,12 @@ def registered_workers(address: str) -> int | None:
     """How many worker processes of this driver's job the raylet at `address` has registered
     (started ones it counts as started only once they have); None when it did not answer."""
     import ray
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+    from ray.core.generated import node_manager_pb2
 
     job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
     try:
-        with init_grpc_channel(address) as channel:
-            stats = node_manager_pb2_grpc.NodeManagerServiceStub(channel).GetNodeStats(
+        with _node_manager(address) as raylet:
+            stats = raylet.GetNodeStats(
                 node_manager_pb2.GetNodeStatsRequest(include_memory_info=False), timeout=PRESTART_TIMEOUT_S
             )
     except Exception:

@@ -11,11 +11,11 @@ The driver keeps ready as many sets as trials can run at once and are still to c
 that start with the study, and a failed trial that Tune starts again at once, start before a set
 asked for then could be up (each process needs seconds of CPU for its imports): they start cold,
 and no set is asked for them. Every other trial start takes a set, and one more is asked for
-while trials are still to come. The raylet
-starts no more processes at once than its start-up concurrency (its CPUs, at most its cores)
-and drops the rest of a request, so the requests go one batch at a time, from a thread of their
-own, each once the raylet has registered the processes of the one before. A trial's
-workers run where its placement group lands: on another node they start cold.
+while trials are still to come. The raylet starts no more processes at once than its start-up
+concurrency (its CPUs, at most its cores) and drops the rest of a request, so the requests go
+one batch at a time, from a thread of their own, each once the raylet has registered the
+processes of the one before. A trial's workers run where its placement group lands: on
+another node they start cold.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from ray import tune
 
-from cluster.driver.warm import prestart_workers, registered_workers, trial_runtime_env
+from cluster.driver.warm import prestart_workers, raylet_address, registered_workers, trial_runtime_env
 from cluster.trial.trainenv import CONTROL_PROCESSES, TrainEnvironments, control_env_vars, train_environments
 
 log = logging.getLogger("anneal.warm")
@@ -162,7 +162,7 @@ class LocalRaylet:
 
         node_id = ray.get_runtime_context().get_node_id()
         node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-        self.address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        self.address = raylet_address(node)
         # Ray gives a raylet its node's CPUs, at most the machine's cores.
         self.concurrency = max(1, min(os.cpu_count() or 1, int(node.get("Resources", {}).get("CPU", 1))))
 
