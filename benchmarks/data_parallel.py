@@ -24,10 +24,17 @@ set-up, the dataset put in the object store, Tune's start, the trial actor's sta
 the trial function; for c also the Ray Train controller and its helper actors, the placement
 group, the two worker actors and their imports, the gloo process group and the data fetched by
 each worker ("to trainer" stops there, where the trainer's code begins); then the trainer
-builds the model and wraps it. The CSV is parsed once before the rounds (the parse is cached
-per process, as in a driver). For the raw variants start-up runs from before
-`torch.multiprocessing.spawn` and includes the fresh interpreters' imports (of this module too:
-spawn imports the parent's main module).
+builds the model and wraps it. "From trial" measures start-up from the trial function's start
+(Ray's task events), the figure the 3 s target is for. The CSV is parsed once before the rounds
+(the parse is cached per process, as in a driver). For the raw variants start-up runs from
+before `torch.multiprocessing.spawn` and includes the fresh interpreters' imports (of this
+module too: spawn imports the parent's main module).
+
+The benchmark's Ray job is set up as the server sets up a study driver's (its environment and
+the warm-worker set-up hook). Before each anneal variant it asks for what a driver has warm
+when a trial starts: a trial worker, and for c one set of Ray Train processes
+(`cluster.driver.warmtrain`); then it waits for the machine to be quiet, so their start is
+not in the variant's figures.
 
 After each anneal variant the benchmark waits for the trial's placement groups to be removed
 (reported as "placement groups gone ... s after tuner.fit() returned"); one still there after
