@@ -26,8 +26,9 @@ class Handover:
 class Pacing:
     """When epochs are handed to Tune (every `report_interval_s`, and at the final epoch) and
     when a checkpoint is persisted (at most every `checkpoint_interval_s`, and always at the
-    final epoch): each hand-over stops the trainer until the driver fetches it, and each
-    checkpoint is a copy into the experiment storage and a snapshot on the driver."""
+    final epoch): each hand-over is a round trip to the driver (a single-worker trial's trainer
+    waits for it; a data-parallel rank 0 sends it from a thread, `cluster.worker.sender`), and
+    each checkpoint is a copy into the experiment storage and a snapshot on the driver."""
 
     def __init__(self, report_interval_s: float, checkpoint_interval_s: float) -> None:
         self.report_interval_s = report_interval_s

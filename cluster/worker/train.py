@@ -2,7 +2,8 @@
 
 Every rank trains its shard; each epoch the ranks average their metrics (an all-reduce, so
 every rank holds the trial's figures), and rank 0 hands them, with its checkpoint when one is
-due, to the trial function through a Ray queue. Train itself records nothing: the trial's
+due, to the trial function through a Ray queue, from a thread of their own
+(`cluster.worker.sender`) while the ranks train on. Train itself records nothing: the trial's
 checkpoints are Tune's, so a retried trial and a resumed study recover as a single one does.
 """
 
@@ -20,6 +21,7 @@ from ray.train import torch as train_torch
 from ray.util.queue import Queue
 
 from cluster.worker.handover import Handover, Pacing
+from cluster.worker.sender import HandoverSender, snapshot
 from trainers.contract import Splits, import_target
 from trainers.workercontext import WorkerContext
 
@@ -61,6 +63,7 @@ class TrainWorkerContext(WorkerContext):
         self._epoch = setup.start_epoch
         self._pending: list[dict[str, float]] = []
         self._pacing = Pacing(setup.report_interval_s, setup.checkpoint_interval_s)
+        self._sender = HandoverSender(setup.channel.put)
 
     def report(
         self, metrics: Mapping[str, float], checkpoint: Mapping[str, Any] | None = None, *, final: bool = False
@@ -73,10 +76,16 @@ class TrainWorkerContext(WorkerContext):
         hand, persist = self._pacing.due(final, checkpoint is not None)
         if hand:
             epochs, self._pending = self._pending, []
-            self._setup.channel.put(Handover(epochs, _to_cpu(checkpoint) if persist else None, final))
+            self._sender.send(Handover(epochs, snapshot(checkpoint) if persist else None, final))
+        if final:
+            self._sender.wait()
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         return self._resumed
+
+    def close(self) -> None:
+        """Returns once the hand-overs sent have reached the trial's queue."""
+        self._sender.wait()
 
 
 def mean_over_ranks(metrics: Mapping[str, float], device: torch.device) -> dict[str, float]:
@@ -90,17 +99,6 @@ def mean_over_ranks(metrics: Mapping[str, float], device: torch.device) -> dict[
     return dict(zip(names, values.tolist(), strict=True))
 
 
-def _to_cpu(state: Any) -> Any:
-    """The state with its tensors on the CPU: it crosses to the trial function by value."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu()
-    if isinstance(state, Mapping):
-        return {key: _to_cpu(value) for key, value in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(_to_cpu(value) for value in state)
-    return state
-
-
 def train_worker(loop_config: dict[str, Any]) -> None:
     """The training function of each Ray Train worker: the trainer's `train` on this rank."""
     setup: WorkerSetup = loop_config["setup"]
@@ -108,3 +106,4 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     resumed = ray.get(setup.resumed) if setup.resumed is not None else None
     context = TrainWorkerContext(setup, data, train_torch.get_device(), resumed)
     import_target(setup.target)().train(context)
+    context.close()  # a trainer that never said `final` may still have a hand-over on its way
