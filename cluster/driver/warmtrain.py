@@ -15,7 +15,9 @@ while trials are still to come. The raylet starts no more processes at once than
 concurrency (its CPUs, at most its cores) and drops the rest of a request, so the requests go
 one batch at a time, from a thread of their own, each once the raylet has registered the
 processes of the one before. A trial's workers run where its placement group lands: on
-another node they start cold.
+another node they start cold. The first data-parallel trial on a cluster also starts Train's
+autoscaling coordinator (detached, in its controller's environment): while the cluster has
+none, the first set holds one more control process for it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ray import tune
@@ -39,6 +42,22 @@ REGISTER_TIMEOUT_S = 15.0
 POLL_S = 0.2
 # How long an unused warm process waits for a trial before the raylet may end it.
 KEEP_ALIVE_S = 600.0
+# Ray Train's cluster-wide autoscaling coordinator, as it names the detached actor.
+COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # (name, namespace)
+
+
+def coordinator_missing() -> bool:
+    """True when the cluster has no Ray Train autoscaling coordinator yet."""
+    import ray
+
+    name, namespace = COORDINATOR
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:  # Ray's answer for a name no live actor holds
+        return True
+    except Exception:  # cannot tell: count no process for it
+        return False
+    return False
 
 
 class Raylet(Protocol):
@@ -61,12 +80,14 @@ class TrainWarmer(tune.Callback):
         raylet: Raylet | None = None,
         environments: TrainEnvironments | None = None,
         register_timeout_s: float = REGISTER_TIMEOUT_S,
+        needs_coordinator: Callable[[], bool] = coordinator_missing,
     ) -> None:
         self.workers = workers  # per trial
         self.concurrent = max(1, concurrent)  # trials at once
         self._raylet = raylet  # the local raylet's, once asked
         self._environments = environments  # this job's, once asked
         self._register_timeout_s = register_timeout_s
+        self._needs_coordinator: Callable[[], bool] | None = needs_coordinator  # until the first set
         self._ready = 0  # sets asked for that no trial has taken yet
         self._to_come: int | None = None  # trial starts that will find a set up, once known
         self._immediate = 0  # trial starts due before a set asked for now could be up
@@ -121,13 +142,19 @@ class TrainWarmer(tune.Callback):
         environments = self._environments
         with self._idle:
             for _ in range(wanted - self._ready):
-                self._requests.put((environments.control, CONTROL_PROCESSES))
+                self._requests.put((environments.control, CONTROL_PROCESSES + self._for_coordinator()))
                 self._requests.put((environments.worker, self.workers))
                 self._pending += 2
         self._ready = wanted
         if self._thread is None:
             self._thread = threading.Thread(target=self._pace, name="anneal-warm-train", daemon=True)
             self._thread.start()
+
+    def _for_coordinator(self) -> int:
+        """The extra control process of this warmer's first set when the cluster's autoscaling
+        coordinator is still to be started (by the first data-parallel trial on it); else none."""
+        needs, self._needs_coordinator = self._needs_coordinator, None
+        return 1 if needs is not None and needs() else 0
 
     def _pace(self) -> None:
         raylet = self._raylet or LocalRaylet()

@@ -19,8 +19,10 @@ import threading
 from typing import Any
 
 import ray
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchConfig
+from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.train.v2.api.config import FailureConfig, RunConfig, ScalingConfig
+from ray.train.v2.torch.torch_trainer import TorchTrainer  # what ray.train.torch gives with Train V2 on
 from ray.util.queue import Empty, Queue
 
 from cluster.trial.announce import AnnounceController, ControllerStarted
@@ -57,7 +59,7 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
         report_interval_s=context.pacing.report_interval_s,
         checkpoint_interval_s=context.pacing.checkpoint_interval_s,
     )
-    trainer = TorchTrainer(
+    trainer = TrialTorchTrainer(
         train_worker,
         train_loop_config={"setup": setup},
         scaling_config=ScalingConfig(
@@ -66,8 +68,7 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
             resources_per_worker={"CPU": plan.cpu, **({"GPU": plan.gpu} if plan.gpu else {})},
         ),
         torch_config=TorchConfig(backend="nccl" if plan.gpu > 0 else "gloo"),
-        # TorchTrainer's signature names Train V1's RunConfig; Train V2 takes its own.
-        run_config=RunConfig(  # type: ignore[arg-type]
+        run_config=RunConfig(
             name=trial_id,
             storage_path=plan.storage_path,
             failure_config=FailureConfig(max_failures=0, controller_failure_limit=WORKER_GROUP_ATTEMPTS),
@@ -93,6 +94,19 @@ def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTra
         # Tune stopped the trial or it failed: the Train run is aborted aside, so this function
         # returns within Tune's two seconds for a reused actor.
         threading.Thread(target=_wind_down, args=(fitting, controller, channel), daemon=True).start()
+
+
+class TrialTorchTrainer(TorchTrainer):
+    """A `TorchTrainer` that starts Ray Data's dataset manager only for a trial that gives it
+    datasets. A trial's data reaches its workers through the object store, and the manager is
+    an actor of its own: started as the workers begin training, it took a core from them for
+    seconds while it started and imported Ray Data."""
+
+    def _create_default_callbacks(self) -> list[Any]:
+        callbacks: list[Any] = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
 
 
 def _fit(trainer: TorchTrainer, outcome: queue.Queue[BaseException | None]) -> None:

@@ -6,7 +6,7 @@ asks the raylet ahead of time for processes with the text Train's own will carry
 
 - control: the Train controller, which Train starts with its propagated variables beside the
   trial's environment, and what it starts without an environment of its own (the
-  placement-group cleaner, the synchronization actor, the dataset manager). The trial's
+  placement-group cleaner, the synchronization actor). The trial's
   hand-over channel is given the same environment, so it is one of them.
 - worker: the Train workers, which add `WORKER_ENV_VARS` (`RunConfig.worker_runtime_env`), so
   that the set-up hook (`cluster.trial.warm`) imports torch and the trainers in them only.
@@ -28,8 +28,9 @@ TRAIN_CONTROL_MARKER_VALUE = "0"  # Train's default for it
 WORKER_ENV_VARS = {"ANNEAL_TRAIN_WORKER": "1"}
 
 # A data-parallel trial's processes beside its N workers: the controller, the placement-group
-# cleaner, the synchronization actor, the dataset manager and the hand-over channel.
-CONTROL_PROCESSES = 5
+# cleaner, the synchronization actor and the hand-over channel (no dataset manager: the trial
+# gives Train no datasets, `cluster.trial.dataparallel.TrialTorchTrainer`).
+CONTROL_PROCESSES = 4
 
 
 def control_env_vars() -> dict[str, str]:

@@ -83,9 +83,10 @@ class Trial:
         self.trial_id = trial_id
 
 
-def warmer(workers: int, concurrent: int) -> tuple[TrainWarmer, FakeRaylet]:
+def warmer(workers: int, concurrent: int, coordinator_up: bool = True) -> tuple[TrainWarmer, FakeRaylet]:
     raylet = FakeRaylet()
-    return TrainWarmer(workers, concurrent, raylet=raylet, environments=ENVS), raylet
+    needs_coordinator = lambda: not coordinator_up  # noqa: E731
+    return TrainWarmer(workers, concurrent, raylet, ENVS, needs_coordinator=needs_coordinator), raylet
 
 
 def test_a_study_asks_at_its_start_for_the_trials_after_the_first_one_set_per_concurrent_trial() -> None:
@@ -133,6 +134,14 @@ def test_a_prepared_warmer_asks_nothing_more_when_tune_sets_it_up() -> None:
     warm.on_trial_start(0, [], Trial("a"))
     assert warm.settle(5)
     assert raylet.processes() == {"control-env": CONTROL_PROCESSES, "worker-env": 2}
+
+
+def test_the_first_set_on_a_cluster_without_trains_coordinator_holds_one_more_control_process() -> None:
+    warm, raylet = warmer(workers=2, concurrent=2, coordinator_up=False)
+    warm.setup(total_num_samples=10)
+    assert warm.settle(5)
+    # The first trial's controller starts the cluster's coordinator in one of them.
+    assert raylet.processes() == {"control-env": 2 * CONTROL_PROCESSES + 1, "worker-env": 2 * 2}
 
 
 def test_only_the_plan_goes_into_tunes_snapshot() -> None:
