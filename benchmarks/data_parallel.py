@@ -215,13 +215,15 @@ def warm_like_a_driver(workers: int, quiet_timeout_s: float) -> list[Any]:
     from cluster.driver.warm import prestart_trial_workers
     from cluster.driver.warmtrain import TrainWarmer
 
-    prestart_trial_workers(1, keep_alive_s=WARM_KEEP_ALIVE_S)
     callbacks: list[Any] = []
     if workers > 1:
         warmer = TrainWarmer(workers, concurrent=1)
         warmer.prepare(trials=1, immediately=0)  # the trial starts once they are up
         warmer.settle(quiet_timeout_s)
         callbacks.append(warmer)
+    # Only once the raylet has registered the Train processes: it drops what is asked for beyond
+    # its start-up concurrency, as a standby's trial workers are up long before a study's.
+    prestart_trial_workers(1, keep_alive_s=WARM_KEEP_ALIVE_S)
     wait_quiet(quiet_timeout_s)
     return callbacks
 
