@@ -30,6 +30,7 @@ START_TIMEOUT_S = 120.0
 # so they get SIGKILL sooner.
 SERVER_STOP_S = 30.0
 RAY_STOP_S = 5.0
+TAIL_LINES = 20  # of a log, in the error of a process that exited during start-up
 
 
 @dataclass
@@ -102,13 +103,13 @@ def up(settings: Settings, *, log: Callable[[str], object] = print) -> LocalClus
     _write(home, cluster)
     log(f"starting the anneal gRPC server at {cluster.grpc_address}")
     server = [sys.executable, "-m", "cluster.local.cli", "serve", "--reflection"]
-    cluster.server_pid = spawn(server, child_env(configured), home / "logs" / "server.log")
+    server_log = StartLog.before_start(home / "logs" / "server.log")
+    cluster.server_pid = spawn(server, child_env(configured), server_log.path)
     _write(home, cluster)
-    log_path = home / "logs" / "server.log"
     if settings.tls_cert_file:  # the health check would need the server's CA and a client certificate
-        _wait_for_port(cluster.grpc_address, cluster.server_pid, log_path)
+        _wait_for_port(cluster.grpc_address, cluster.server_pid, server_log)
     else:
-        _wait_for_health(cluster.grpc_address, cluster.server_pid, log_path)
+        _wait_for_health(cluster.grpc_address, cluster.server_pid, server_log)
     return cluster
 
 
@@ -119,9 +120,10 @@ def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, lo
     log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     command = _ray_start_command(cluster, settings.num_cpus, settings.num_gpus, dashboard_port)
-    pid = spawn(command, env, settings.home / "logs" / "ray.log")
+    ray_log = StartLog.before_start(settings.home / "logs" / "ray.log")
+    pid = spawn(command, env, ray_log.path)
     try:
-        _wait_for_ray(cluster.ray_dashboard_url, pid)
+        _wait_for_ray(cluster.ray_dashboard_url, pid, ray_log)
     except BaseException:
         stop_group(pid, RAY_STOP_S)
         raise
@@ -197,13 +199,37 @@ def _write(home: Path, cluster: LocalCluster) -> None:
     temporary.replace(path)
 
 
-def _wait_for_ray(dashboard_url: str, pid: int) -> None:
+@dataclass(frozen=True)
+class StartLog:
+    """What a process `up` starts writes to its log: the file's end when it started (each start
+    appends to the file), so an error can quote this start's own lines."""
+
+    path: Path
+    offset: int
+
+    @classmethod
+    def before_start(cls, path: Path) -> StartLog:
+        return cls(path, path.stat().st_size if path.exists() else 0)
+
+    def exited(self, what: str) -> RuntimeError:
+        """The error for `what` exiting during start-up, with the last lines it wrote."""
+        try:
+            with open(self.path, "rb") as log_file:
+                log_file.seek(self.offset)
+                written = log_file.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            written = []
+        tail = "\n".join(written[-TAIL_LINES:]) or "(it wrote nothing)"
+        return RuntimeError(f"{what} exited during start-up; the end of {self.path}:\n{tail}")
+
+
+def _wait_for_ray(dashboard_url: str, pid: int, ray_log: StartLog) -> None:
     from ray.job_submission import JobSubmissionClient
 
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if not group_alive(pid):
-            raise RuntimeError("the Ray head exited during start-up; see logs/ray.log under ANNEAL_HOME")
+            raise ray_log.exited("the Ray head")
         try:
             JobSubmissionClient(dashboard_url).list_jobs()
             return
@@ -213,12 +239,12 @@ def _wait_for_ray(dashboard_url: str, pid: int) -> None:
             time.sleep(1.0)
 
 
-def _wait_for_server(ready: Callable[[], bool], pid: int, log_path: Path) -> None:
+def _wait_for_server(ready: Callable[[], bool], pid: int, server_log: StartLog) -> None:
     """Until `ready()`; fails when the server's process group ends or START_TIMEOUT_S passes."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if not group_alive(pid):
-            raise RuntimeError(f"the anneal server exited during start-up; see {log_path}")
+            raise server_log.exited("the anneal server")
         if ready():
             return
         if time.monotonic() > deadline:
@@ -226,7 +252,7 @@ def _wait_for_server(ready: Callable[[], bool], pid: int, log_path: Path) -> Non
         time.sleep(0.5)
 
 
-def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
+def _wait_for_health(address: str, pid: int, server_log: StartLog) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -240,10 +266,10 @@ def _wait_for_health(address: str, pid: int, log_path: Path) -> None:
                 return False
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-        _wait_for_server(serving, pid, log_path)
+        _wait_for_server(serving, pid, server_log)
 
 
-def _wait_for_port(address: str, pid: int, log_path: Path) -> None:
+def _wait_for_port(address: str, pid: int, server_log: StartLog) -> None:
     host, _, port = address.rpartition(":")
 
     def listening() -> bool:
@@ -253,7 +279,7 @@ def _wait_for_port(address: str, pid: int, log_path: Path) -> None:
             return False
         return True
 
-    _wait_for_server(listening, pid, log_path)
+    _wait_for_server(listening, pid, server_log)
 
 
 def down(settings: Settings, *, log: Callable[[str], object] = print) -> None:
