@@ -15,9 +15,10 @@ while trials are still to come. The raylet starts no more processes at once than
 concurrency (its CPUs, at most its cores) and drops the rest of a request, so the requests go
 one batch at a time, from a thread of their own, each once the raylet has registered the
 processes of the one before. A trial's workers run where its placement group lands: on
-another node they start cold. The first data-parallel trial on a cluster also starts Train's
-autoscaling coordinator (detached, in its controller's environment): while the cluster has
-none, the first set holds one more control process for it.
+another node they start cold. The first data-parallel trial on a cluster also starts Ray's
+autoscaling coordinator (Ray Data's, which Train's controller starts, detached, in the
+controller's environment): while the cluster has none, a driver's first set holds one more
+control process for it.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ REGISTER_TIMEOUT_S = 15.0
 POLL_S = 0.2
 # How long an unused warm process waits for a trial before the raylet may end it.
 KEEP_ALIVE_S = 600.0
-# Ray Train's cluster-wide autoscaling coordinator, as it names the detached actor.
+# Ray's cluster-wide autoscaling coordinator (Ray Data's; Train's controller starts it), as Ray
+# names the detached actor.
 COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # (name, namespace)
 
 
 def coordinator_missing() -> bool:
-    """True when the cluster has no Ray Train autoscaling coordinator yet."""
+    """True when the cluster has no autoscaling coordinator yet."""
     import ray
 
     name, namespace = COORDINATOR
@@ -140,9 +142,10 @@ class TrainWarmer(tune.Callback):
         if self._environments is None:
             self._environments = train_environments(trial_runtime_env(), control_env_vars())
         environments = self._environments
+        extra = self._for_coordinator()  # asks Ray's GCS: not under the lock `settle` waits on
         with self._idle:
-            for _ in range(wanted - self._ready):
-                self._requests.put((environments.control, CONTROL_PROCESSES + self._for_coordinator()))
+            for index in range(wanted - self._ready):
+                self._requests.put((environments.control, CONTROL_PROCESSES + (extra if index == 0 else 0)))
                 self._requests.put((environments.worker, self.workers))
                 self._pending += 2
         self._ready = wanted

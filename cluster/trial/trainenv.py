@@ -6,8 +6,9 @@ asks the raylet ahead of time for processes with the text Train's own will carry
 
 - control: the Train controller, which Train starts with its propagated variables beside the
   trial's environment, and what it starts without an environment of its own (the
-  placement-group cleaner, the synchronization actor). The trial's
-  hand-over channel is given the same environment, so it is one of them.
+  placement-group cleaner, the synchronization actor, and the first time on a cluster Ray's
+  autoscaling coordinator). The trial's hand-over channel is given the same environment, so
+  it is one of them.
 - worker: the Train workers, which add `WORKER_ENV_VARS` (`RunConfig.worker_runtime_env`), so
   that the set-up hook (`cluster.trial.warm`) imports torch and the trainers in them only.
 

@@ -52,11 +52,19 @@ class HandoverSender:
 
 
 def snapshot(state: Any) -> Any:
-    """A copy of the state, its tensors on the CPU, that later training steps leave as it is."""
+    """A copy of the state, its tensors on the CPU, that later training steps leave as it is.
+    Containers keep their types (a module's state dict is an OrderedDict with `_metadata`)."""
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        copied = copy.copy(state)
+        for key, value in state.items():
+            copied[key] = snapshot(value)
+        return copied
     if isinstance(state, Mapping):
         return {key: snapshot(value) for key, value in state.items()}
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a named tuple
+        return type(state)(*(snapshot(value) for value in state))
     if isinstance(state, list | tuple):
         return type(state)(snapshot(value) for value in state)
     return copy.deepcopy(state)

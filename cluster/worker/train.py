@@ -76,6 +76,7 @@ class TrainWorkerContext(WorkerContext):
         hand, persist = self._pacing.due(final, checkpoint is not None)
         if hand:
             epochs, self._pending = self._pending, []
+            self._sender.wait()  # the one before has arrived: one snapshot at a time
             self._sender.send(Handover(epochs, snapshot(checkpoint) if persist else None, final))
         if final:
             self._sender.wait()

@@ -4,10 +4,12 @@ carry the state as it was when reported."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from cluster.worker.handover import Handover
 from cluster.worker.sender import HandoverSender, snapshot
@@ -50,13 +52,24 @@ def test_a_hand_over_that_failed_raises_on_the_training_thread() -> None:
 
 
 def test_a_snapshot_keeps_the_state_as_reported_while_training_changes_it() -> None:
-    weights = torch.zeros(3)
+    weights = torch.zeros(3, requires_grad=True)
     moments = np.zeros(2)
     state = {"model": {"w": weights}, "optimizer": [moments, (weights, 4)], "epoch": 1}
     taken = snapshot(state)
-    weights += 1.0
+    with torch.no_grad():
+        weights += 1.0
     moments += 1.0
     assert torch.equal(taken["model"]["w"], torch.zeros(3))
     assert np.array_equal(taken["optimizer"][0], np.zeros(2))
     assert isinstance(taken["optimizer"][1], tuple) and taken["optimizer"][1][1] == 4
     assert taken["model"]["w"].device.type == "cpu" and not taken["model"]["w"].requires_grad
+
+
+def test_a_snapshot_keeps_the_containers_a_trainer_gave() -> None:
+    model = nn.Linear(2, 1)
+    Moments = namedtuple("Moments", ["mean", "variance"])
+    taken = snapshot({"model": model.state_dict(), "moments": Moments(torch.ones(1), 2.0)})
+    # A module's state dict, as load_state_dict reads it: an OrderedDict with its versions.
+    assert isinstance(taken["model"], OrderedDict) and taken["model"]._metadata == model.state_dict()._metadata
+    nn.Linear(2, 1).load_state_dict(taken["model"])
+    assert taken["moments"] == Moments(torch.ones(1), 2.0) and isinstance(taken["moments"], Moments)
