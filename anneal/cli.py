@@ -22,7 +22,7 @@ from anneal.client import Client
 from anneal.errors import AnnealError
 from anneal.settings import Settings
 from anneal.spec import StudySpec
-from anneal.types import EventKind, Study, StudyState, TrialState
+from anneal.types import EventKind, Study, StudyState, TrainerDescription, TrialState
 
 console = Console(stderr=True)
 out = Console()
@@ -157,6 +157,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trainers(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        trainers = client.list_trainers()
+    if args.name:
+        chosen = [t for t in trainers if t.name == args.name]
+        if not chosen:
+            out.print(f"no trainer {args.name!r}; the server lists: {', '.join(t.name for t in trainers)}")
+            return 1
+        print_trainer(chosen[0])
+        return 0
+    table = Table("trainer", "task", "input", "metrics", "datasets", "source")
+    for t in trainers:
+        if not t.available:
+            table.add_row(t.name, "[red]unavailable[/red]", "", t.error, "", t.source)
+            continue
+        task = t.task.value if t.task else ""
+        table.add_row(t.name, task, _input_text(t), ", ".join(t.metrics), ", ".join(t.datasets), t.source)
+    out.print(table)
+    return 0
+
+
+def _input_text(trainer: TrainerDescription) -> str:
+    return "×".join(map(str, trainer.input_shape)) + " tensor" if trainer.input_shape else "rows"
+
+
+def print_trainer(t: TrainerDescription) -> None:
+    """One trainer, with what a spec may set: enough to write one without its code."""
+    if not t.available:
+        out.print(f"{t.name}: unavailable ({t.source})\n  {t.error}")
+        return
+    out.print(f"{t.name}: {t.description}")
+    out.print(f"  task {t.task.value if t.task else '?'}, input {_input_text(t)}; from {t.source}")
+    out.print(f"  metrics: {', '.join(t.metrics)}")
+    out.print(f"  datasets: {', '.join(t.datasets) or '(files under the data roots only)'}")
+    if t.epochs_parameter:
+        out.print(f"  epochs parameter (schedulers stop along it): {t.epochs_parameter}")
+    table = Table("parameter", "default", "description")
+    for p in t.parameters:
+        table.add_row(p.name, "" if p.default is None else json.dumps(p.default), p.description)
+    out.print(table)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -191,6 +233,8 @@ def add_client_commands(command: AddCommand) -> None:
     sub = command("deploy", cmd_deploy, "serve a study's best model with Ray Serve")
     sub.add_argument("study_id")
     sub.add_argument("--replicas", type=int, default=0)
+    sub = command("trainers", cmd_trainers, "list the server's trainers, or show one with its parameters")
+    sub.add_argument("name", nargs="?")
     sub = command("predict", cmd_predict, "send rows to a deployment")
     sub.add_argument("deployment")
     sub.add_argument("rows", help="JSON list of rows, or @file.json")

@@ -13,7 +13,7 @@ from anneal.errors import ConfigurationError, InvalidArgument, InvalidSpec, Unav
 from anneal.settings import DEV_TOKEN_FILE, Settings, is_loopback
 from anneal.spec import StudySpec
 from anneal.tls import read_pem
-from anneal.types import Deployment, Prediction, Study, StudyEvent
+from anneal.types import Deployment, Prediction, Study, StudyEvent, TrainerDescription
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
 
@@ -147,6 +147,14 @@ class Client:
     def cancel_study(self, study_id: str) -> Study:
         request = pb.CancelStudyRequest(study_id=study_id)
         return convert.study_from_pb(self._unary(self._stub.CancelStudy, request))
+
+    # ------------------------------------------------------------ trainers
+
+    def list_trainers(self) -> list[TrainerDescription]:
+        """Every trainer the server can run, with what a spec may set; packages that failed to
+        load on the server come last, with `available` false and their error."""
+        response = self._unary(self._stub.ListTrainers, pb.ListTrainersRequest())
+        return [convert.trainer_from_pb(t) for t in response.trainers]
 
     # ------------------------------------------------------------ serving
 

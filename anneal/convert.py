@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from anneal.errors import InvalidSpec
-from anneal.spec import Scalar, StudySpec
+from anneal.spec import DatasetSpec, Scalar, StudySpec
 from anneal.types import (
     Deployment,
     DeploymentState,
@@ -24,6 +24,9 @@ from anneal.types import (
     Study,
     StudyEvent,
     StudyState,
+    Task,
+    TrainerDescription,
+    TrainerParameter,
     Trial,
     TrialState,
 )
@@ -86,6 +89,8 @@ _EVENT_KIND_TO_PB = {kind: pb.EventKind.Value(f"EVENT_KIND_{kind.value}") for ki
 _DEPLOYMENT_STATE_TO_PB = {
     state: pb.DeploymentState.Value(f"DEPLOYMENT_STATE_{state.value}") for state in DeploymentState
 }
+_TASK_TO_PB = {task: pb.Task.Value(f"TASK_{task.name}") for task in Task}
+_FORMAT_TO_PB = {"parquet": pb.DATASET_FORMAT_PARQUET, "csv": pb.DATASET_FORMAT_CSV}
 
 
 def _invert(table: Mapping[Any, int]) -> dict[int, Any]:
@@ -98,6 +103,8 @@ _STUDY_STATE_FROM_PB = _invert(_STUDY_STATE_TO_PB)
 _TRIAL_STATE_FROM_PB = _invert(_TRIAL_STATE_TO_PB)
 _EVENT_KIND_FROM_PB = _invert(_EVENT_KIND_TO_PB)
 _DEPLOYMENT_STATE_FROM_PB = _invert(_DEPLOYMENT_STATE_TO_PB)
+_TASK_FROM_PB = _invert(_TASK_TO_PB)
+_FORMAT_FROM_PB = _invert(_FORMAT_TO_PB)
 
 
 def _required_enum_from_pb(table: Mapping[int, Any], number: int, path: str) -> Any:
@@ -130,7 +137,7 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
     message = pb.StudySpec(
         name=spec.name,
         trainer=spec.trainer,
-        dataset=pb.DatasetSpec(**spec.dataset.model_dump()),
+        dataset=_dataset_to_pb(spec.dataset),
         objective=pb.Objective(metric=spec.objective.metric, mode=_MODE_TO_PB[spec.objective.mode]),
         search=pb.SearchSpec(sampler=_SAMPLER_TO_PB[spec.search.sampler], seed=spec.search.seed),
         budget=pb.Budget(**spec.budget.model_dump()),
@@ -156,6 +163,11 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
 _SCHEDULER_MESSAGES = {"asha": "AshaScheduler", "median": "MedianScheduler", "none": "NoScheduler"}
 
 
+def _dataset_to_pb(dataset: DatasetSpec) -> pb.DatasetSpec:
+    fields = dataset.model_dump(exclude={"format"})
+    return pb.DatasetSpec(**fields, format=_FORMAT_TO_PB.get(dataset.format or "", pb.DATASET_FORMAT_UNSPECIFIED))
+
+
 def spec_from_pb(message: pb.StudySpec) -> StudySpec:
     """The wire spec as plain data, validated by the model (raises InvalidSpec)."""
     return StudySpec.parse(spec_data_from_pb(message))
@@ -177,7 +189,12 @@ def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
             "name": message.dataset.name,
             **_optional_fields(message.dataset, ("validation_fraction", "test_fraction", "split_seed")),
             **({"path": message.dataset.path} if message.dataset.path else {}),
+            **({"label": message.dataset.label} if message.dataset.label else {}),
+            **({"features": list(message.dataset.features)} if message.dataset.features else {}),
         }
+        dataset_format = _enum_from_pb(_FORMAT_FROM_PB, message.dataset.format)
+        if dataset_format is not None:
+            data["dataset"]["format"] = dataset_format
     if message.HasField("objective"):
         data["objective"] = {"metric": message.objective.metric}
         mode = _enum_from_pb(_MODE_FROM_PB, message.objective.mode)
@@ -351,3 +368,49 @@ def prediction_to_pb(prediction: Prediction) -> pb.Prediction:
 
 def prediction_from_pb(message: pb.Prediction) -> Prediction:
     return Prediction(label=message.label, probabilities=list(message.probabilities), values=list(message.values))
+
+
+# ------------------------------------------------------------------ trainers
+
+
+def trainer_to_pb(trainer: TrainerDescription) -> pb.Trainer:
+    message = pb.Trainer(
+        name=trainer.name,
+        description=trainer.description,
+        task=_TASK_TO_PB[trainer.task] if trainer.task is not None else pb.TASK_UNSPECIFIED,
+        input_shape=trainer.input_shape,
+        metrics=trainer.metrics,
+        datasets=trainer.datasets,
+        epochs_parameter=trainer.epochs_parameter,
+        available=trainer.available,
+        error=trainer.error,
+        source=trainer.source,
+    )
+    for parameter in trainer.parameters:
+        added = message.parameters.add(name=parameter.name, description=parameter.description)
+        if parameter.default is not None:
+            added.default_value.CopyFrom(scalar_to_pb(parameter.default))
+    return message
+
+
+def trainer_from_pb(message: pb.Trainer) -> TrainerDescription:
+    return TrainerDescription(
+        name=message.name,
+        description=message.description,
+        task=_TASK_FROM_PB.get(message.task),
+        input_shape=tuple(message.input_shape),
+        parameters=[
+            TrainerParameter(
+                name=p.name,
+                default=scalar_from_pb(p.default_value) if p.HasField("default_value") else None,
+                description=p.description,
+            )
+            for p in message.parameters
+        ],
+        metrics=list(message.metrics),
+        datasets=list(message.datasets),
+        epochs_parameter=message.epochs_parameter,
+        available=message.available,
+        error=message.error,
+        source=message.source,
+    )

@@ -27,10 +27,13 @@ from anneal.errors import FieldError, InvalidSpec
 Scalar = bool | int | float | str
 Sampler = Literal["tpe", "random", "gp", "cmaes"]
 Mode = Literal["max", "min"]
+DatasetFormat = Literal["parquet", "csv"]
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes")
 MODES: tuple[str, ...] = ("max", "min")
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+MAX_COLUMN_NAME = 256
+MAX_FEATURE_COLUMNS = 10_000
 # The most rows one batch of Predict calls may merge (deploy.max_batch_size, and Deploy's override).
 MAX_BATCH_SIZE = 4096
 
@@ -124,14 +127,47 @@ class DatasetSpec(_Spec):
     path: str = Field(
         "",
         max_length=1024,
-        description="A CSV file (a header line, numeric features, the integer label last) under one of the "
-        "server's data roots, relative to a root or absolute; empty reads the bundled dataset `name`.",
+        description="A file, or for Parquet a folder of files, under one of the server's data roots, relative "
+        "to a root or absolute; empty reads the bundled dataset `name`. Without `format`, a small CSV file "
+        "(a header line, numbers only, the label last), read whole.",
+    )
+    format: DatasetFormat | None = Field(
+        None,
+        description="parquet or csv: the table at `path` is streamed to the trial's workers with Ray Data, "
+        "its `label` and `features` columns only; it may be larger than memory.",
+    )
+    label: str = Field("", max_length=MAX_COLUMN_NAME, description="The column the model predicts; needs `format`.")
+    features: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_FEATURE_COLUMNS,
+        description="The columns the model reads, each numeric (or a fixed-size array of numbers for a tensor "
+        "input); empty means every column but the label. Needs `format`.",
     )
 
     @model_validator(mode="after")
     def _leave_training_rows(self) -> DatasetSpec:
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise _field_error("test_fraction", "validation_fraction + test_fraction must be < 0.9")
+        return self
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> DatasetSpec:
+        if self.format is None:
+            for name in ("label", "features"):
+                if getattr(self, name):
+                    raise _field_error(name, "needs a format (parquet or csv)")
+            return self
+        if not self.path:
+            raise _field_error("path", f"is needed with format {self.format}")
+        if not self.label:
+            raise _field_error("label", f"is needed with format {self.format}: the column the model predicts")
+        for index, column in enumerate(self.features):
+            if not column or len(column) > MAX_COLUMN_NAME:
+                raise _field_error(f"features.{index}", f"must be a column name of 1 to {MAX_COLUMN_NAME} characters")
+            if column == self.label:
+                raise _field_error(f"features.{index}", f"{column!r} is the label")
+            if column in self.features[:index]:
+                raise _field_error(f"features.{index}", f"{column!r} is given more than once")
         return self
 
 

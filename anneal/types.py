@@ -1,4 +1,4 @@
-"""Domain types of results: studies, trials, events, deployments, predictions.
+"""Domain types of results: studies, trials, events, deployments, predictions, trainers.
 
 They are what the Python client returns and what the server's domain code works
 with; `anneal.convert` maps them to and from the wire messages.
@@ -142,3 +142,34 @@ class Prediction(_Result):
         if self.values:
             return {"values": self.values}
         return {"label": self.label, "probabilities": self.probabilities}
+
+
+class Task(str, enum.Enum):
+    """What a trainer's model predicts, which decides what serving answers and how the
+    held-out rows score it."""
+
+    CLASSIFICATION = "classification"  # a class per row: its label and every class's probability
+    REGRESSION = "regression"  # one or more numbers per row
+
+
+class TrainerParameter(_Result):
+    name: str
+    default: Scalar | None = None  # used when a spec neither fixes nor tunes it
+    description: str = ""
+
+
+class TrainerDescription(_Result):
+    """A registered trainer as a client needs it to write a spec; a package that failed to load
+    is described with `available` false and its `error`, named after its entry point."""
+
+    name: str
+    description: str = ""
+    task: Task | None = None
+    input_shape: tuple[int, ...] = ()  # empty: a row of the dataset's numeric features
+    parameters: list[TrainerParameter] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list)
+    datasets: list[str] = Field(default_factory=list)
+    epochs_parameter: str = ""
+    available: bool = True
+    error: str = ""
+    source: str = ""  # "built-in", or the distribution and entry point that registers it

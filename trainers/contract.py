@@ -10,27 +10,16 @@ serving side rebuilds its model from the same config and follows the trainer's t
 
 from __future__ import annotations
 
-import enum
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from anneal.types import Task
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-
-class Task(str, enum.Enum):
-    """What a trainer's model predicts, which decides what serving answers and how the
-    held-out rows score it."""
-
-    CLASSIFICATION = "classification"  # a class per row: its label and every class's probability
-    REGRESSION = "regression"  # one or more numbers per row
-
-    def test_metrics(self) -> tuple[str, ...]:
-        """The scores of a study's final model on its held-out rows."""
-        return ("test_accuracy",) if self is Task.CLASSIFICATION else ("test_rmse", "test_r2")
 
 
 @dataclass(frozen=True)
@@ -154,6 +143,10 @@ class TrainerInfo:
     # The parameter that counts epochs; schedulers stop trials along it.
     epochs_param: str | None = None
     task: Task = Task.CLASSIFICATION
+    # What one example given to the model is: () for a row of the dataset's numeric features,
+    # else a tensor of this shape (e.g. (1, 8, 8)), read from a fixed-size array column or
+    # from a row's numbers reshaped.
+    input_shape: tuple[int, ...] = ()
 
     def load(self) -> Trainer:
         factory = import_target(self.target)

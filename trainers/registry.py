@@ -10,27 +10,124 @@ accepts `package.module:function` returning a `TrainerInfo`.
 from __future__ import annotations
 
 import functools
+import logging
+import re
 from collections.abc import Mapping, Sequence
-from importlib.metadata import entry_points
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 
 from anneal.errors import FieldError, InvalidSpec
 from anneal.spec import StudySpec
+from anneal.types import TrainerDescription, TrainerParameter
 from trainers.builtins import BUILT_INS
 from trainers.contract import TrainerInfo, import_target
 from trainers.dataroots import resolve_data_path
 
 ENTRY_POINT_GROUP = "anneal.trainers"
+BUILT_IN = "built-in"
+# A trainer's name goes into specs, logs and listings.
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+log = logging.getLogger("anneal.trainers")
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A trainer package's entry point that could not be registered, and why."""
+
+    name: str  # the entry point's name
+    source: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every trainer this process can run, by name, and the packages that failed to load."""
+
+    trainers: Mapping[str, TrainerInfo]
+    sources: Mapping[str, str]  # name -> "built-in", or the distribution and entry point
+    unavailable: tuple[Unavailable, ...]
 
 
 @functools.lru_cache(maxsize=1)
-def registered() -> Mapping[str, TrainerInfo]:
-    """Built-ins plus the `anneal.trainers` entry points, by name."""
-    found = dict(BUILT_INS)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+def catalog() -> Catalog:
+    """Built-ins plus the `anneal.trainers` entry points. A package that fails to import, names
+    something other than a TrainerInfo, or takes a name already registered is logged and kept
+    as unavailable: one broken package never hides the others or stops the process."""
+    found: dict[str, TrainerInfo] = dict(BUILT_INS)
+    sources = dict.fromkeys(BUILT_INS, BUILT_IN)
+    unavailable: list[Unavailable] = []
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        source = _source_of(entry)
+        try:
+            info = _load_entry(entry)
+            if info.name in found:
+                raise TrainerLoadError(f"the name {info.name!r} is already registered by {sources[info.name]}")
+        except Exception as error:  # whatever a package's import raises
+            message = f"{type(error).__name__}: {error}" if not isinstance(error, TrainerLoadError) else str(error)
+            log.warning("trainer package %s (%s) is unavailable: %s", entry.name, source, message)
+            unavailable.append(Unavailable(entry.name, source, message))
+            continue
+        found[info.name] = info
+        sources[info.name] = source
+    return Catalog(found, sources, tuple(unavailable))
+
+
+class TrainerLoadError(Exception):
+    """An entry point that loaded but cannot be registered."""
+
+
+def _load_entry(entry: EntryPoint) -> TrainerInfo:
+    try:
         info = entry.load()
-        if isinstance(info, TrainerInfo):
-            found[info.name] = info
-    return found
+    except SystemExit as exit_:  # a package that exits on import must not end the server
+        raise TrainerLoadError(f"importing {entry.value} called exit({exit_.code})") from None
+    if not isinstance(info, TrainerInfo):
+        raise TrainerLoadError(f"{entry.value} is a {type(info).__name__}, not a trainers.TrainerInfo")
+    if not NAME.fullmatch(info.name):
+        raise TrainerLoadError(f"its name {info.name!r} must be lower-case letters, digits, _ and -")
+    return info
+
+
+def _source_of(entry: EntryPoint) -> str:
+    dist = entry.dist
+    package = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+    return f"{package}, entry point {entry.name} = {entry.value}"
+
+
+def registered() -> Mapping[str, TrainerInfo]:
+    """The trainers this process can run, by name."""
+    return catalog().trainers
+
+
+def describe() -> list[TrainerDescription]:
+    """Every trainer of the catalog as ListTrainers answers it, by name; then the unavailable ones."""
+    known = catalog()
+    listed = [_description(info, known.sources[name]) for name, info in sorted(known.trainers.items())]
+    return listed + [
+        TrainerDescription(name=u.name, available=False, error=u.error, source=u.source) for u in known.unavailable
+    ]
+
+
+def _description(info: TrainerInfo, source: str) -> TrainerDescription:
+    return TrainerDescription(
+        name=info.name,
+        description=info.description,
+        task=info.task,
+        input_shape=info.input_shape,
+        parameters=[
+            TrainerParameter(
+                name=name,
+                default=param.default if isinstance(param.default, bool | int | float | str) else None,
+                description=param.description,
+            )
+            for name, param in info.params.items()
+        ],
+        metrics=sorted(info.metrics),
+        datasets=sorted(info.datasets),
+        epochs_parameter=info.epochs_param or "",
+        source=source,
+    )
 
 
 def resolve(name: str, *, allow_import_paths: bool = False) -> TrainerInfo:
@@ -38,6 +135,9 @@ def resolve(name: str, *, allow_import_paths: bool = False) -> TrainerInfo:
     known = registered()
     if name in known:
         return known[name]
+    broken = next((u for u in catalog().unavailable if u.name == name), None)
+    if broken is not None:
+        raise InvalidSpec.field("trainer", f"trainer {name!r} is unavailable on the server: {broken.error}")
     if allow_import_paths and ":" in name:
         try:
             info = import_target(name)()
@@ -75,6 +175,8 @@ def dataset_errors(spec: StudySpec, info: TrainerInfo, data_roots: Sequence[str]
     """With a path, the file must be one the data roots allow (the name is then only a
     label); without, the name must be a dataset the trainer knows."""
     dataset = spec.dataset
+    if dataset.format is not None:
+        return [FieldError("dataset.format", "tables read by format are not supported by this server yet")]
     if dataset.path:
         try:
             resolve_data_path(dataset.path, data_roots)

@@ -10,6 +10,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATASET_FORMAT_UNSPECIFIED: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_PARQUET: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_CSV: _ClassVar[DatasetFormat]
+
 class ObjectiveMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OBJECTIVE_MODE_UNSPECIFIED: _ClassVar[ObjectiveMode]
@@ -57,6 +63,15 @@ class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOYMENT_STATE_DEPLOYING: _ClassVar[DeploymentState]
     DEPLOYMENT_STATE_RUNNING: _ClassVar[DeploymentState]
     DEPLOYMENT_STATE_FAILED: _ClassVar[DeploymentState]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_CLASSIFICATION: _ClassVar[Task]
+    TASK_REGRESSION: _ClassVar[Task]
+DATASET_FORMAT_UNSPECIFIED: DatasetFormat
+DATASET_FORMAT_PARQUET: DatasetFormat
+DATASET_FORMAT_CSV: DatasetFormat
 OBJECTIVE_MODE_UNSPECIFIED: ObjectiveMode
 OBJECTIVE_MODE_MAX: ObjectiveMode
 OBJECTIVE_MODE_MIN: ObjectiveMode
@@ -87,6 +102,9 @@ DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_DEPLOYING: DeploymentState
 DEPLOYMENT_STATE_RUNNING: DeploymentState
 DEPLOYMENT_STATE_FAILED: DeploymentState
+TASK_UNSPECIFIED: Task
+TASK_CLASSIFICATION: Task
+TASK_REGRESSION: Task
 
 class Scalar(_message.Message):
     __slots__ = ("string_value", "int_value", "float_value", "bool_value")
@@ -139,18 +157,24 @@ class Parameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., float: _Optional[_Union[FloatDomain, _Mapping]] = ..., int: _Optional[_Union[IntDomain, _Mapping]] = ..., categorical: _Optional[_Union[CategoricalDomain, _Mapping]] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("name", "validation_fraction", "test_fraction", "split_seed", "path")
+    __slots__ = ("name", "validation_fraction", "test_fraction", "split_seed", "path", "format", "label", "features")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SPLIT_SEED_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     validation_fraction: float
     test_fraction: float
     split_seed: int
     path: str
-    def __init__(self, name: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., test_fraction: _Optional[float] = ..., split_seed: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+    format: DatasetFormat
+    label: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., test_fraction: _Optional[float] = ..., split_seed: _Optional[int] = ..., path: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., label: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Objective(_message.Message):
     __slots__ = ("metric", "mode")
@@ -408,6 +432,42 @@ class Prediction(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, label: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class TrainerParameter(_message.Message):
+    __slots__ = ("name", "default_value", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    default_value: Scalar
+    description: str
+    def __init__(self, name: _Optional[str] = ..., default_value: _Optional[_Union[Scalar, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class Trainer(_message.Message):
+    __slots__ = ("name", "description", "task", "input_shape", "parameters", "metrics", "datasets", "epochs_parameter", "available", "error", "source")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_PARAMETER_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    task: Task
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    parameters: _containers.RepeatedCompositeFieldContainer[TrainerParameter]
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    epochs_parameter: str
+    available: bool
+    error: str
+    source: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., parameters: _Optional[_Iterable[_Union[TrainerParameter, _Mapping]]] = ..., metrics: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., epochs_parameter: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
 class CreateStudyRequest(_message.Message):
     __slots__ = ("spec",)
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -473,3 +533,13 @@ class PredictResponse(_message.Message):
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
+
+class ListTrainersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTrainersResponse(_message.Message):
+    __slots__ = ("trainers",)
+    TRAINERS_FIELD_NUMBER: _ClassVar[int]
+    trainers: _containers.RepeatedCompositeFieldContainer[Trainer]
+    def __init__(self, trainers: _Optional[_Iterable[_Union[Trainer, _Mapping]]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class AnnealServiceStub:
                 request_serializer=anneal_dot_v1_dot_anneal__pb2.PredictRequest.SerializeToString,
                 response_deserializer=anneal_dot_v1_dot_anneal__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.ListTrainers = channel.unary_unary(
+                '/anneal.v1.AnnealService/ListTrainers',
+                request_serializer=anneal_dot_v1_dot_anneal__pb2.ListTrainersRequest.SerializeToString,
+                response_deserializer=anneal_dot_v1_dot_anneal__pb2.ListTrainersResponse.FromString,
+                _registered_method=True)
 
 
 class AnnealServiceServicer:
@@ -128,6 +133,13 @@ class AnnealServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrainers(self, request, context):
+        """Every registered trainer, and every trainer package that failed to load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnnealServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +182,11 @@ def add_AnnealServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=anneal_dot_v1_dot_anneal__pb2.PredictRequest.FromString,
                     response_serializer=anneal_dot_v1_dot_anneal__pb2.PredictResponse.SerializeToString,
+            ),
+            'ListTrainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainers,
+                    request_deserializer=anneal_dot_v1_dot_anneal__pb2.ListTrainersRequest.FromString,
+                    response_serializer=anneal_dot_v1_dot_anneal__pb2.ListTrainersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +405,33 @@ class AnnealService:
             '/anneal.v1.AnnealService/Predict',
             anneal_dot_v1_dot_anneal__pb2.PredictRequest.SerializeToString,
             anneal_dot_v1_dot_anneal__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anneal.v1.AnnealService/ListTrainers',
+            anneal_dot_v1_dot_anneal__pb2.ListTrainersRequest.SerializeToString,
+            anneal_dot_v1_dot_anneal__pb2.ListTrainersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,13 +100,17 @@ def build_service(settings: Settings) -> AnnealService:
 
 def warm_up(settings: Settings) -> None:
     """Pays one-time costs at start-up rather than in the first study or deploy: Serve's
-    controller and HTTP proxy (loopback only), and MLflow's schema migrations."""
+    controller and HTTP proxy (loopback only), MLflow's schema migrations, and the trainer
+    packages' imports (a broken one is logged now, not at the first study)."""
     from ray import serve
 
     from cluster.tracking.tracker import MlflowTracker
+    from trainers.registry import catalog
 
     serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_http_port})
     MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
+    found = catalog()
+    log.info("trainers: %s; unavailable: %s", ", ".join(sorted(found.trainers)), len(found.unavailable))
 
 
 def wait_for_stop_signal(poll_s: float = 0.2) -> int:

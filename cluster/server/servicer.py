@@ -20,6 +20,7 @@ from anneal.v1 import anneal_pb2_grpc as pb_grpc
 from cluster.server.interceptor import principal_of
 from cluster.server.limits import check_spec_size
 from cluster.server.service import AnnealService
+from trainers.registry import describe
 
 log = logging.getLogger("anneal.server")
 
@@ -118,3 +119,7 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
         rows = [list(row.values) for row in request.rows]
         predictions = self.service.predictions.predict(request.deployment, rows, principal_of(context))
         return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])
+
+    @mapped
+    def ListTrainers(self, request: pb.ListTrainersRequest, context: grpc.ServicerContext) -> pb.ListTrainersResponse:
+        return pb.ListTrainersResponse(trainers=[convert.trainer_to_pb(t) for t in describe()])

@@ -38,6 +38,7 @@ EVERY_CALL = {
     "Deploy": pb.DeployRequest(study_id="st-0"),
     "GetDeployment": pb.GetDeploymentRequest(name="x"),
     "Predict": pb.PredictRequest(deployment="x"),
+    "ListTrainers": pb.ListTrainersRequest(),
 }
 
 

@@ -51,6 +51,7 @@ ANSWERS: dict[str, set[grpc.StatusCode]] = {
     "Deploy": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION},
     "GetDeployment": {Code.OK, Code.NOT_FOUND},
     "Predict": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION},
+    "ListTrainers": {Code.OK},
 }
 # Any RPC also answers INVALID_ARGUMENT to bytes that are not its request message,
 # RESOURCE_EXHAUSTED to a request over the size limit and UNAUTHENTICATED to a missing or
@@ -469,6 +470,7 @@ def nearly_valid_calls(target: Target) -> st.SearchStrategy[list[Call]]:
         "Deploy": as_("Deploy", st.builds(pb.DeployRequest, study_id=ids, replicas=int64, max_batch_size=int64)),
         "GetDeployment": as_("GetDeployment", st.builds(pb.GetDeploymentRequest, name=names)),
         "Predict": as_("Predict", st.builds(pb.PredictRequest, deployment=names, rows=rows())),
+        "ListTrainers": as_("ListTrainers", st.just(pb.ListTrainersRequest()), st.sampled_from(READERS)),
     }
     return st.tuples(*(by_rpc[rpc] for rpc in RPCS)).map(list)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,10 +13,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from anneal import InvalidSpec, NotFound, StudyState, convert
+from anneal.errors import ResourceExhausted
+from anneal.types import Task
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1.anneal_pb2_grpc import AnnealServiceStub
 from cluster.server.jobs import STANDBY_METADATA
 from tests.integration.conftest import Stack, small_spec
+from tests.plugins import installed, write_broken_package
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +54,33 @@ def test_client_raises_invalid_spec_and_nothing_is_recorded(stack: Stack) -> Non
             client.create_study(small_spec("it-bad", trainer="nope"))
         assert caught.value.errors[0].path == "trainer"
         assert len(client.list_studies()) == before
+
+
+def test_list_trainers_describes_each_trainer_and_a_broken_package(stack: Stack, tmp_path: Path) -> None:
+    write_broken_package(tmp_path)
+    with installed(tmp_path), stack.client("fuzz") as client:
+        trainers = {t.name: t for t in client.list_trainers()}
+        # A spec built from the listing alone passes every check; fuzz's quota of 0 studies then refuses it.
+        regressor = trainers["mlp_regressor"]
+        tuned = next(p.name for p in regressor.parameters if "Learning rate" in p.description)
+        spec = small_spec(
+            "from-the-listing",
+            trainer=regressor.name,
+            dataset={"name": regressor.datasets[0]},
+            objective={"metric": next(m for m in regressor.metrics if m.endswith("rmse")), "mode": "min"},
+            search_space={tuned: {"float": {"low": 1e-3, "high": 1e-1, "log": True}}},
+        )
+        with pytest.raises(ResourceExhausted, match="quota is 0"):
+            client.create_study(spec)
+        with pytest.raises(InvalidSpec, match="unavailable on the server: ImportError"):
+            client.create_study(small_spec("broken", trainer="broken"))
+    assert {"mlp_classifier", "mlp_regressor", "quadratic"} <= trainers.keys()
+    assert regressor.task is Task.REGRESSION and regressor.available and regressor.source == "built-in"
+    assert "val_rmse" in regressor.metrics and regressor.epochs_parameter == "epochs"
+    assert {p.name: p.default for p in regressor.parameters}["epochs"] == 50
+    broken = trainers["broken"]
+    assert not broken.available and "no_such_dependency" in broken.error
+    assert broken.source.startswith("anneal_broken_trainer 0.1, entry point broken")
 
 
 def test_unknown_study_is_not_found(stack: Stack) -> None:

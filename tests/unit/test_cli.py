@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from anneal import cli
-from anneal.types import Prediction
+from anneal.types import Prediction, TrainerDescription
+from trainers.registry import describe
 
 
 class FakeClient:
@@ -52,3 +53,40 @@ def test_predict_prints_a_regression_row_as_its_values(monkeypatch: pytest.Monke
     predictions = [Prediction(values=[151.25]), Prediction(values=[-2.5, 3.0])]
     printed, _ = run_predict(monkeypatch, predictions, "[[1, 2], [3, 4]]")
     assert printed == [{"values": [151.25]}, {"values": [-2.5, 3.0]}]
+
+
+class TrainersClient(FakeClient):
+    def __init__(self, trainers: list[TrainerDescription]) -> None:
+        super().__init__([])
+        self.trainers = trainers
+
+    def list_trainers(self) -> list[TrainerDescription]:
+        return self.trainers
+
+
+def run_trainers(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    broken = TrainerDescription(name="broken", available=False, error="ImportError: no cv2", source="broken 0.1")
+    printed = io.StringIO()
+    monkeypatch.setattr(cli, "_client", lambda args: TrainersClient([*describe(), broken]))
+    monkeypatch.setattr(cli, "out", Console(file=printed, width=400))
+    code = cli.main(["trainers", *args])
+    return code, printed.getvalue()
+
+
+def test_trainers_lists_each_trainer_and_shows_a_broken_one_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, printed = run_trainers(monkeypatch)
+    assert code == 0
+    lines = {line.split("│")[1].strip(): line for line in printed.splitlines() if line.count("│") > 2}
+    assert "classification" in lines["mlp_classifier"] and "val_accuracy" in lines["mlp_classifier"]
+    assert "regression" in lines["mlp_regressor"] and "rows" in lines["mlp_regressor"]
+    assert "unavailable" in lines["broken"] and "ImportError: no cv2" in lines["broken"]
+
+
+def test_trainers_name_shows_each_parameter_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, printed = run_trainers(monkeypatch, "mlp_classifier")
+    assert code == 0
+    assert "Learning rate." in printed and "0.001" in printed and "epochs parameter" in printed
+    code, printed = run_trainers(monkeypatch, "broken")
+    assert code == 0 and "unavailable" in printed and "no cv2" in printed
+    code, printed = run_trainers(monkeypatch, "nope")
+    assert code == 1 and "mlp_classifier" in printed

@@ -19,11 +19,15 @@ from anneal.types import (
     Study,
     StudyEvent,
     StudyState,
+    Task,
+    TrainerDescription,
+    TrainerParameter,
     Trial,
     TrialState,
 )
 from anneal.v1 import anneal_pb2 as pb
 from tests.unit.helpers import typed
+from trainers.registry import describe
 
 CREATED = datetime(2024, 5, 1, 12, 30, 45, 123456, tzinfo=timezone.utc)
 UPDATED = datetime(2024, 5, 1, 13, 0, 0, 999999, tzinfo=timezone.utc)
@@ -83,6 +87,12 @@ def test_full_spec_round_trips() -> None:
 
 def test_example_round_trips(example_spec: StudySpec) -> None:
     assert_round_trip(example_spec)
+
+
+@pytest.mark.parametrize("dataset_format", ["parquet", "csv"])
+def test_each_dataset_format(dataset_format: str) -> None:
+    dataset = {"name": "t", "path": "t/", "format": dataset_format, "label": "y", "features": ["b", "a"]}
+    assert_round_trip(spec_with(dataset=dataset))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -516,3 +526,29 @@ def test_time_out_of_range_is_refused_naming_the_field(seconds: int, nanos: int)
     deployment = pb.Deployment(state=pb.DEPLOYMENT_STATE_RUNNING)
     deployment.updated_at.seconds, deployment.updated_at.nanos = seconds, nanos
     assert refused_path(convert.deployment_from_pb, deployment) == "updated_at"
+
+
+# ------------------------------------------------------------------ trainers
+
+
+def test_every_registered_trainer_round_trips() -> None:
+    for trainer in describe():
+        assert convert.trainer_from_pb(pb.Trainer.FromString(convert.trainer_to_pb(trainer).SerializeToString())) == (
+            trainer
+        )
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_trainer_each_task_and_a_tensor_input(task: Task) -> None:
+    trainer = TrainerDescription(
+        name="cnn",
+        task=task,
+        input_shape=(1, 8, 8),
+        parameters=[TrainerParameter(name="epochs", default=3, description="d"), TrainerParameter(name="x")],
+    )
+    assert convert.trainer_from_pb(convert.trainer_to_pb(trainer)) == trainer
+
+
+def test_an_unavailable_trainer_round_trips() -> None:
+    broken = TrainerDescription(name="broken", available=False, error="ImportError: no torchvision", source="pkg 1.0")
+    assert convert.trainer_from_pb(convert.trainer_to_pb(broken)) == broken

@@ -275,6 +275,44 @@ BAD_CASES: list[tuple[str, str, Any, str, str]] = [
     ("empty name", "name", "", "name", "pattern"),
     ("name too long", "name", "a" * 64, "name", "pattern"),
     ("empty trainer", "trainer", "", "trainer", "at least 1"),
+    ("unknown dataset format", "dataset.format", "orc", "dataset.format", "'parquet' or 'csv'"),
+    ("a label without a format", "dataset.label", "y", "dataset.label", "needs a format"),
+    ("features without a format", "dataset.features", ["a"], "dataset.features", "needs a format"),
+    (
+        "a format without a path",
+        "dataset",
+        {"name": "t", "format": "parquet", "label": "y"},
+        "dataset.path",
+        "needed with format parquet",
+    ),
+    (
+        "a format without a label",
+        "dataset",
+        {"name": "t", "path": "t.parquet", "format": "parquet"},
+        "dataset.label",
+        "the column the model predicts",
+    ),
+    (
+        "the label among the features",
+        "dataset",
+        {"name": "t", "path": "t.csv", "format": "csv", "label": "y", "features": ["a", "y"]},
+        "dataset.features.1",
+        "is the label",
+    ),
+    (
+        "a feature twice",
+        "dataset",
+        {"name": "t", "path": "t.csv", "format": "csv", "label": "y", "features": ["a", "a"]},
+        "dataset.features.1",
+        "more than once",
+    ),
+    (
+        "an empty feature name",
+        "dataset",
+        {"name": "t", "path": "t.csv", "format": "csv", "label": "y", "features": [""]},
+        "dataset.features.0",
+        "1 to 256 characters",
+    ),
 ]
 
 
