@@ -32,6 +32,37 @@ def _refuse(message: str) -> InvalidSpec:
 def resolve_data_path(path: str, roots: Sequence[str | Path]) -> Path:
     """The real path of the regular file `path` names under one of `roots`, or InvalidSpec
     naming `dataset.path`. A relative path is looked up under each root in order."""
+    real, real_roots = _resolve(path, roots)
+    _check_regular_file(_stat(real, path), repr(path), MAX_DATA_FILE_BYTES)
+    return real
+
+
+def resolve_table_files(path: str, roots: Sequence[str | Path], *, folder_allowed: bool) -> list[Path]:
+    """The real paths of the files of a table `path` names under one of `roots`: the file
+    itself, or with `folder_allowed` every `*.parquet` file in the folder and below it, in
+    order, each of them under the roots too (a symlink inside may not lead out). Streamed,
+    so no size limit; InvalidSpec naming `dataset.path` otherwise."""
+    real, real_roots = _resolve(path, roots)
+    info = _stat(real, path)
+    if not stat.S_ISDIR(info.st_mode):
+        _check_regular_file(info, repr(path), max_bytes=None)
+        return [real]
+    if not folder_allowed:
+        raise _refuse(f"{path!r} is a folder; only a Parquet dataset may be a folder of files")
+    files = []
+    for found in sorted(real.rglob("*.parquet")):
+        inside = _contained(found, path, real_roots)
+        if inside is None:
+            raise _refuse(f"a file in {path!r} cannot be read")
+        _check_regular_file(_stat(inside, path), f"a file in {path!r}", max_bytes=None)
+        files.append(inside)
+    if not files:
+        raise _refuse(f"the folder {path!r} holds no .parquet files")
+    return files
+
+
+def _resolve(path: str, roots: Sequence[str | Path]) -> tuple[Path, list[Path]]:
+    """The real path `path` names under the roots, and the roots' real paths."""
     real_roots = [Path(os.path.realpath(root)) for root in roots if str(root)]
     if not real_roots:
         raise _refuse("no data roots are configured on the server")
@@ -42,12 +73,14 @@ def resolve_data_path(path: str, roots: Sequence[str | Path]) -> Path:
         real = _first_under_roots(local, path, [Path(root) for root in roots if str(root)], real_roots)
     if real is None:
         raise _refuse(f"{path!r}: no such file under the data roots")
+    return real, real_roots
+
+
+def _stat(real: Path, given: str) -> os.stat_result:
     try:
-        info = os.stat(real)
+        return os.stat(real)
     except OSError:
-        raise _refuse(f"{path!r} cannot be read") from None
-    _check_regular_file(info, repr(path))
-    return real
+        raise _refuse(f"{given!r} cannot be read") from None
 
 
 def _local_path(path: str) -> str:
@@ -95,25 +128,25 @@ def _contained(candidate: Path, given: str, real_roots: list[Path]) -> Path | No
     return real if os.path.exists(real) else None
 
 
-def _check_regular_file(info: os.stat_result, name: str) -> None:
+def _check_regular_file(info: os.stat_result, name: str, max_bytes: int | None) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise _refuse(f"{name} is not a regular file")
-    if info.st_size > MAX_DATA_FILE_BYTES:
-        raise _refuse(f"{name} is larger than {MAX_DATA_FILE_BYTES // (1024 * 1024)} MiB")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise _refuse(f"{name} is larger than {max_bytes // (1024 * 1024)} MiB")
 
 
 @contextmanager
-def open_regular_file(real: Path) -> Iterator[BinaryIO]:
+def open_regular_file(real: Path, *, max_bytes: int | None) -> Iterator[BinaryIO]:
     """A file `resolve_data_path` returned, opened for reading and checked again on the open
     descriptor: the last component must not have become a symlink since (O_NOFOLLOW) nor a
     FIFO that would block the open (O_NONBLOCK), and it must still be a regular file within
-    the size limit. Messages name no path: this one is the server's real path."""
+    `max_bytes` (None: a streamed table's file, any size). Messages name no path: this one is the server's real path."""
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         raise _refuse("the file cannot be opened") from None
     with os.fdopen(fd, "rb") as handle:
-        _check_regular_file(os.fstat(fd), "the file")
+        _check_regular_file(os.fstat(fd), "the file", max_bytes)
         # O_NOFOLLOW guards the last component only: a directory above it swapped for a symlink
         # since the check shows here, as a different path behind the descriptor (Linux).
         proc = f"/proc/self/fd/{fd}"

@@ -165,7 +165,7 @@ def load_csv_arrays(path: Path, task: Task = Task.CLASSIFICATION) -> tuple[np.nd
     """All rows of a CSV file (a header line, numeric features, the target last: an integer
     class label, or a number for regression): float32 features, and int64 labels or float32
     targets; InvalidSpec naming `dataset.path` when malformed."""
-    with open_regular_file(path) as handle:
+    with open_regular_file(path, max_bytes=MAX_DATA_FILE_BYTES) as handle:
         table = _parse_csv(handle)
     return _features_and_labels(table) if task is Task.CLASSIFICATION else _features_and_targets(table)
 

@@ -22,6 +22,7 @@ from anneal.types import TrainerDescription, TrainerParameter
 from trainers.builtins import BUILT_INS
 from trainers.contract import TrainerInfo, import_target
 from trainers.dataroots import resolve_data_path
+from trainers.tableschema import check_table
 
 ENTRY_POINT_GROUP = "anneal.trainers"
 BUILT_IN = "built-in"
@@ -176,7 +177,11 @@ def dataset_errors(spec: StudySpec, info: TrainerInfo, data_roots: Sequence[str]
     label); without, the name must be a dataset the trainer knows."""
     dataset = spec.dataset
     if dataset.format is not None:
-        return [FieldError("dataset.format", "tables read by format are not supported by this server yet")]
+        try:
+            check_table(dataset, info.task, info.input_shape, data_roots)
+        except InvalidSpec as error:
+            return list(error.errors)
+        return []
     if dataset.path:
         try:
             resolve_data_path(dataset.path, data_roots)
