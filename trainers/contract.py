@@ -11,7 +11,7 @@ serving side rebuilds its model from the same config and follows the trainer's t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +31,20 @@ class DataShape:
 
 
 @dataclass(frozen=True)
+class DataInfo:
+    """What a trainer knows of its data without reading rows: shapes, sizes, and statistics of
+    every training row (the same on every worker, whatever its shard)."""
+
+    shape: DataShape
+    train_rows: int
+    val_rows: int
+    feature_mean: np.ndarray  # (n_features,) float32
+    feature_std: np.ndarray  # (n_features,) float32, sample deviation
+    target_mean: np.ndarray | None = None  # (n_outputs,) for regression
+    target_std: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Splits:
     """A dataset split three ways; test rows are never shown to a trial. Labels are int64
     class indices for classification, float32 targets (n,) or (n, k) for regression."""
@@ -43,6 +57,20 @@ class Splits:
     y_test: np.ndarray
     shape: DataShape
 
+    def info(self) -> DataInfo:
+        import numpy as np
+
+        targets = None if self.y_train.dtype == np.int64 else self.y_train.reshape(len(self.y_train), -1)
+        return DataInfo(
+            shape=self.shape,
+            train_rows=len(self.y_train),
+            val_rows=len(self.y_val),
+            feature_mean=self.x_train.mean(axis=0, dtype=np.float64).astype(np.float32),
+            feature_std=self.x_train.std(axis=0, ddof=1, dtype=np.float64).astype(np.float32),
+            target_mean=None if targets is None else targets.mean(axis=0, dtype=np.float64).astype(np.float32),
+            target_std=None if targets is None else targets.std(axis=0, ddof=1, dtype=np.float64).astype(np.float32),
+        )
+
 
 class TrainContext(Protocol):
     """What the runtime gives a trainer on each worker."""
@@ -53,8 +81,12 @@ class TrainContext(Protocol):
 
     @property
     def data(self) -> Splits:
-        """Every split, on every worker: the model's shape, validation rows, and statistics
-        (such as feature scaling) that must not differ between workers."""
+        """Every split, on every worker, for a dataset held in memory (the bundled ones, a
+        small CSV file); a table dataset, streamed, has none: use `data_info` and the batches."""
+
+    @property
+    def data_info(self) -> DataInfo:
+        """The model's shape and the training rows' statistics, for any dataset."""
 
     @property
     def device(self) -> torch.device:
@@ -81,9 +113,21 @@ class TrainContext(Protocol):
         """How many CPU threads this worker may use."""
 
     def train_shard(self) -> tuple[np.ndarray, np.ndarray]:
-        """This worker's rows of the training split: all of them on one worker; on N, a
-        disjoint 1/N each, equal in size (up to N - 1 rows are left out) so every worker
-        takes the same number of steps."""
+        """This worker's rows of the training split, for a dataset held in memory: all of them
+        on one worker; on N, a disjoint 1/N each, equal in size (up to N - 1 rows are left out)
+        so every worker takes the same number of steps."""
+
+    def train_batches(
+        self, batch_size: int, *, epoch: int, seed: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch over this worker's shard of the training rows, shuffled by (seed, epoch),
+        as (features (rows, n_features) float32, labels) on `device`; every worker gets the
+        same number of batches. Works for every dataset: a table is streamed (its rows are dealt
+        to workers by row group, so up to N groups' rows may sit out an epoch)."""
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This worker's validation rows in order, in batches on `device`: all of them, or on
+        N workers of a large table a share each (the trial's metrics are the mean over workers)."""
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on this worker's device; wrapped for data-parallel training (gradients

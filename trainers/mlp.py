@@ -13,7 +13,10 @@ from torch import nn
 
 from trainers.builtins import MLP_CLASSIFIER, MLP_REGRESSOR
 from trainers.contract import DataShape, TrainContext, TrainerInfo
-from trainers.scores import regression_scores
+from trainers.scores import RegressionTally
+
+# Validation rows scored at once; the bundled datasets' fit in one batch.
+VALIDATION_BATCH = 4096
 
 
 class Standardize(nn.Module):
@@ -28,9 +31,14 @@ class Standardize(nn.Module):
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))
 
-    def fit(self, values: torch.Tensor) -> None:
-        self.mean.copy_(values.mean(dim=0))
-        self.scale.copy_(values.std(dim=0).clamp_min(1e-6))
+    def set(self, mean: np.ndarray | None, deviation: np.ndarray | None) -> None:
+        """Scaling by the training rows' statistics (`DataInfo`), the same on every worker."""
+        if mean is None or deviation is None:
+            raise ValueError("the data has no statistics for this scaling")
+        self.mean.copy_(torch.from_numpy(np.asarray(mean, dtype=np.float32)).reshape(self.mean.shape))
+        self.scale.copy_(
+            torch.from_numpy(np.asarray(deviation, dtype=np.float32)).reshape(self.scale.shape).clamp_min(1e-6)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.scale
@@ -121,14 +129,15 @@ class MLPTrainer:
         c = self.resolved(context.config)
         torch.set_num_threads(max(1, context.num_threads))
         device = context.device
-        torch.manual_seed(int(c["seed"]))
-        generator = torch.Generator().manual_seed(int(c["seed"]))
+        seed = int(c["seed"])
+        torch.manual_seed(seed)
 
-        model = self.build_model(c, context.data.shape)
+        info = context.data_info
+        model = self.build_model(c, info.shape)
         # Scaling from every training row, not the shard: the same on every worker.
-        model.features.fit(torch.from_numpy(context.data.x_train))
+        model.features.set(info.feature_mean, info.feature_std)
         if model.targets is not None:
-            model.targets.fit(_targets(context.data.y_train))
+            model.targets.set(info.target_mean, info.target_std)
         resumed = context.load_checkpoint()
         if resumed is not None:
             model.load_state_dict(resumed["model"])
@@ -138,34 +147,26 @@ class MLPTrainer:
         start_epoch = 0
         if resumed is not None:
             optimizer.load_state_dict(resumed["optimizer"])
-            generator.set_state(resumed["generator"])
             start_epoch = int(resumed["epoch"])
 
-        x_shard, y_shard = (torch.from_numpy(a).to(device) for a in context.train_shard())
-        x_val, y_val = (torch.from_numpy(a).to(device) for a in (context.data.x_val, context.data.y_val))
         # batch_size is the global batch: each of N workers takes 1/N of it per step.
         batch_size = max(1, int(c["batch_size"]) // context.world_size)
         epochs = int(c["epochs"])
         for epoch in range(start_epoch, epochs):
             network.train()
-            order = torch.randperm(len(x_shard), generator=generator).to(device)
             total = torch.zeros((), device=device)
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
+            rows = 0
+            for x, y in context.train_batches(batch_size, epoch=epoch, seed=seed):
                 optimizer.zero_grad()
-                loss = self._loss(model, network(x_shard[batch]), y_shard[batch])
+                loss = self._loss(model, network(x), y)
                 loss.backward()
                 optimizer.step()
-                total += loss.detach() * len(batch)
-            metrics = {"train_loss": float(total) / max(1, len(order)), **self._evaluate(model, x_val, y_val)}
+                total += loss.detach() * len(y)
+                rows += len(y)
+            metrics = {"train_loss": float(total) / max(1, rows), **self._evaluate(model, context)}
             state = None
             if context.rank == 0:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "epoch": epoch + 1,
-                }
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
             context.report(metrics, checkpoint=state, final=epoch + 1 == epochs)
 
     def _loss(self, model: MLP, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -173,15 +174,22 @@ class MLPTrainer:
             return nn.functional.cross_entropy(out, y)
         return nn.functional.mse_loss(out, model.targets(_as_columns(y)))
 
-    def _evaluate(self, model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def _evaluate(self, model: MLP, context: TrainContext) -> dict[str, float]:
+        """Loss and scores over this worker's validation rows, batch by batch."""
         model.eval()
+        loss, rows, correct = 0.0, 0, 0
+        tally = RegressionTally()
         with torch.no_grad():
-            out = model.standard(x)
-            loss = float(self._loss(model, out, y))
-            if model.targets is None:
-                return {"val_loss": loss, "val_accuracy": float((out.argmax(dim=1) == y).float().mean())}
-            predicted = model.targets.invert(out).cpu().numpy()
-            return {"val_loss": loss, **regression_scores(predicted, y.cpu().numpy(), "val_")}
+            for x, y in context.val_batches(VALIDATION_BATCH):
+                out = model.standard(x)
+                loss += float(self._loss(model, out, y)) * len(y)
+                rows += len(y)
+                if model.targets is None:
+                    correct += int((out.argmax(dim=1) == y).sum())
+                else:
+                    tally.add(model.targets.invert(out).cpu().numpy(), y.cpu().numpy())
+        scores = {"val_accuracy": correct / max(1, rows)} if model.targets is None else tally.scores("val_")
+        return {"val_loss": loss / max(1, rows), **scores}
 
 
 class MLPClassifierTrainer(MLPTrainer):
@@ -194,10 +202,6 @@ class MLPRegressorTrainer(MLPTrainer):
 
 def _as_columns(y: torch.Tensor) -> torch.Tensor:
     return y.reshape(len(y), -1)
-
-
-def _targets(y: np.ndarray) -> torch.Tensor:
-    return _as_columns(torch.from_numpy(y))
 
 
 def _optimizer(model: nn.Module, c: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -4,13 +4,21 @@ unit tests run trainers through the same code a trial does (`LocalContext`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainers.contract import Splits
+from trainers.contract import DataInfo, Splits
+from trainers.tables import GroupReader, PreparedTable, read_groups, split_batches
+
+# What a study trains on: rows held in memory, or a table prepared once and streamed.
+StudyData = Splits | PreparedTable
+
+
+class StreamedDataError(TypeError):
+    """A trainer asked for the rows of a dataset that is streamed."""
 
 
 def shard_rows(x: np.ndarray, y: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +41,11 @@ def device_for(gpu_ids: Sequence[int], visible_devices: str | None, cuda_availab
     return torch.device("cuda", visible.index(first) if first in visible else 0)
 
 
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    # Arrays read from Arrow are read-only, which torch warns of; a copy is writable.
+    return torch.from_numpy(values if values.flags.writeable else values.copy())
+
+
 def distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -43,7 +56,7 @@ class WorkerContext:
     def __init__(
         self,
         config: Mapping[str, Any],
-        data: Splits,
+        data: StudyData,
         device: torch.device,
         *,
         rank: int = 0,
@@ -51,6 +64,7 @@ class WorkerContext:
         world_size: int = 1,
         num_threads: int = 1,
         gpu_ids: Sequence[int] = (),
+        group_reader: GroupReader = read_groups,
     ) -> None:
         self._config = dict(config)
         self._data = data
@@ -58,6 +72,9 @@ class WorkerContext:
         self._rank, self._local_rank, self._world_size = rank, local_rank, world_size
         self._num_threads = num_threads
         self._gpu_ids = tuple(gpu_ids)
+        self._group_reader = group_reader
+        self._info: DataInfo | None = None
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -65,7 +82,18 @@ class WorkerContext:
 
     @property
     def data(self) -> Splits:
+        if isinstance(self._data, PreparedTable):
+            raise StreamedDataError(
+                "this study's dataset is a table streamed to the workers: read it with "
+                "context.train_batches and context.val_batches, and its statistics from context.data_info"
+            )
         return self._data
+
+    @property
+    def data_info(self) -> DataInfo:
+        if self._info is None:
+            self._info = self._data.info if isinstance(self._data, PreparedTable) else self._data.info()
+        return self._info
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +120,51 @@ class WorkerContext:
         return self._num_threads
 
     def train_shard(self) -> tuple[np.ndarray, np.ndarray]:
-        return shard_rows(self._data.x_train, self._data.y_train, self._rank, self._world_size)
+        return shard_rows(self.data.x_train, self.data.y_train, self._rank, self._world_size)
+
+    def train_batches(
+        self, batch_size: int, *, epoch: int, seed: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self._data, PreparedTable):
+            yield from self._streamed("train", batch_size, (seed, epoch))
+            return
+        x, y = self._held("train", self.train_shard)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(x), generator=generator).to(self._device)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            yield x[rows], y[rows]
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self._data, PreparedTable):
+            yield from self._streamed("val", batch_size, None)
+            return
+        x, y = self._held("val", lambda: (self.data.x_val, self.data.y_val))
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+
+    def _held(self, name: str, rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows held in memory, moved to the device once."""
+        if name not in self._on_device:
+            x, y = rows()
+            self._on_device[name] = (torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device))
+        return self._on_device[name]
+
+    def _streamed(
+        self, split: str, batch_size: int, shuffle_seed: tuple[int, int] | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        assert isinstance(self._data, PreparedTable)
+        batches = split_batches(
+            self._data,
+            split,
+            self._group_reader,
+            batch_size,
+            rank=self._rank,
+            world_size=self._world_size,
+            shuffle_seed=shuffle_seed,
+        )
+        for x, y in batches:
+            yield _tensor(x).to(self._device), _tensor(y).to(self._device)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self._device)
@@ -108,7 +180,7 @@ class LocalContext(WorkerContext):
     """A context in this process, with no runtime around it: reports and checkpoints are kept
     in memory. For the GPU check and tests."""
 
-    def __init__(self, config: Mapping[str, Any], data: Splits, device: torch.device | str = "cpu", **kwargs: Any):
+    def __init__(self, config: Mapping[str, Any], data: StudyData, device: torch.device | str = "cpu", **kwargs: Any):
         super().__init__(config, data, torch.device(device), **kwargs)
         self.reports: list[dict[str, float]] = []
         self.checkpoint: dict[str, Any] | None = None

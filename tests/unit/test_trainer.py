@@ -80,7 +80,7 @@ def test_reports_what_the_registry_promises(full_run: FakeContext) -> None:
 
 def test_checkpoint_every_epoch(full_run: FakeContext) -> None:
     assert [c["epoch"] for c in full_run.checkpoints] == list(range(1, EPOCHS + 1))
-    assert {"model", "optimizer", "generator", "epoch"} <= set(full_run.checkpoints[0])
+    assert {"model", "optimizer", "epoch"} <= set(full_run.checkpoints[0])
 
 
 def test_training_lowers_the_loss(full_run: FakeContext) -> None:
