@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     num_gpus: int = Field(
         -1, ge=-1, description="GPUs the local Ray head offers; -1 means those it finds. More than it has are logical."
     )
+    object_store_mb: int = Field(
+        0,
+        ge=0,
+        description="Shared memory of the local Ray head's object store, in MiB; 0 leaves Ray's default (30% of "
+        "the memory). Table datasets stream through it, so it bounds their memory, not their size.",
+    )
     standby_drivers: int = Field(
         1,
         ge=0,

@@ -32,6 +32,9 @@ DatasetFormat = Literal["parquet", "csv"]
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes")
 MODES: tuple[str, ...] = ("max", "min")
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# CPUs a study of a table dataset leaves free of trials for Ray Data's read tasks (a quarter
+# CPU each): a cluster whose every CPU a trial holds would never run them.
+TABLE_READ_CPUS = 0.5
 MAX_COLUMN_NAME = 256
 MAX_FEATURE_COLUMNS = 10_000
 # The most rows one batch of Predict calls may merge (deploy.max_batch_size, and Deploy's override).
@@ -284,6 +287,10 @@ class StudySpec(_Spec):
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
     failure: FailurePolicy = Field(default_factory=FailurePolicy, description="Retries of crashed trials.")
     deploy: DeployPolicy = Field(default_factory=DeployPolicy, description="Serving of the best model.")
+
+    def reserved_cpus(self) -> float:
+        """CPUs the study keeps free of its trials, for the tasks that read its data."""
+        return TABLE_READ_CPUS if self.dataset.format is not None else 0.0
 
     @field_validator("search_space")
     @classmethod

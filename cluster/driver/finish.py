@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import torch
 from ray import tune
 
 from anneal.spec import StudySpec
@@ -21,7 +23,7 @@ from cluster.serving.package import LoadedModel, write_model_package
 from cluster.trial.context import load_checkpoint_state
 from cluster.trial.function import ADOPTED_AS
 from trainers.contract import DataShape, Task
-from trainers.scores import regression_scores
+from trainers.scores import RegressionTally
 
 log = logging.getLogger("anneal.driver")
 
@@ -69,16 +71,21 @@ def package_best(run: StudyRun, best: BestTrial, shape: DataShape, directory: Pa
     write_model_package(directory, run.spec.trainer, run.info.task, best.config, shape, weights)
 
 
-def score(model: LoadedModel, x: Any, y: Any) -> dict[str, float]:
-    """The model's metrics on the held-out rows, from its answers as a Serve replica gives them:
-    accuracy for classification; RMSE and R² for regression."""
-    if len(y) == 0:
+def score(model: LoadedModel, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """The model's metrics on the held-out rows, batch by batch, from its outputs as a Serve
+    replica computes them: accuracy for classification; RMSE and R² for regression."""
+    rows = correct = 0
+    tally = RegressionTally()
+    for x, y in batches:
+        out = model.outputs(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        rows += len(y)
+        if model.task is Task.REGRESSION:
+            tally.add(out.numpy(), y)
+        else:
+            correct += int((out.argmax(dim=1).numpy() == np.asarray(y)).sum())
+    if rows == 0:
         return {}
-    predictions = model.predict(x.tolist())
-    if model.task is Task.REGRESSION:
-        return regression_scores(np.array([p.values for p in predictions]), y, "test_")
-    correct = sum(1 for p, truth in zip(predictions, y, strict=True) if p.label == int(truth))
-    return {"test_accuracy": correct / len(y)}
+    return tally.scores("test_") if model.task is Task.REGRESSION else {"test_accuracy": correct / rows}
 
 
 def register_best(run: StudyRun, best: BestTrial, package: Path, test_metrics: dict[str, float]) -> RegisteredModel:

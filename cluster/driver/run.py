@@ -22,6 +22,7 @@ from anneal.settings import Settings
 from anneal.types import LOCAL_PRINCIPAL, Study, StudyState
 from cluster.driver.finish import fail, no_best_reason, package_best, pick_best, register_best, score, succeed
 from cluster.driver.fit import fit
+from cluster.driver.studydata import shape_of, study_data, test_rows
 from cluster.driver.studyrun import StudyRun
 from cluster.driver.writer import TrialWriter, start_writer
 from cluster.environment import connect_ray
@@ -29,7 +30,6 @@ from cluster.serving.deploy import deploy_study
 from cluster.serving.package import LoadedModel
 from cluster.store.store import Store
 from cluster.tracking.tracker import MlflowTracker
-from trainers.datasets import load_dataset
 from trainers.registry import check_spec
 
 log = logging.getLogger("anneal.driver")
@@ -151,11 +151,12 @@ def tune_and_finish(run: StudyRun) -> None:
     if best is None:
         fail(run, no_best_reason(run.spec, results))
         return
-    data = load_dataset(run.spec.dataset, run.settings.data_roots, run.info.task)
+    experiment_dir = os.path.join(run.settings.tune_storage, run.study_id)
+    data = study_data(run.spec, run.info, run.settings.data_roots, experiment_dir)
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
         package = Path(directory)
-        package_best(run, best, data.shape, package)
-        test_metrics = score(LoadedModel(package), data.x_test, data.y_test)
+        package_best(run, best, shape_of(data), package)
+        test_metrics = score(LoadedModel(package), test_rows(data))
         model = register_best(run, best, package, test_metrics)
     succeed(run, best, model)
     if run.spec.deploy.auto:

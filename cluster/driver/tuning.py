@@ -14,11 +14,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
+from cluster.driver.studydata import study_data
 from cluster.trial.context import EPOCH
 from cluster.trial.function import ADOPTED_AS, Carried, trial_function
 from cluster.trial.plan import WorkerPlan
 from trainers.contract import TrainerInfo
-from trainers.datasets import load_dataset
 
 
 def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -126,13 +126,14 @@ def make_trainable(
     info: TrainerInfo,
     carried: dict[str, Carried] | None,
     data_roots: Sequence[str],
-    storage_path: str,
+    experiment_dir: str,
 ) -> Any:
-    """The trial function with its resources; the dataset is loaded once, here, and reaches
-    the trials through the object store (so only the driver reads the data roots)."""
-    data = load_dataset(spec.dataset, data_roots, info.task)
+    """The trial function with its resources; the dataset is made ready once, here, and reaches
+    the trials through the object store: its rows, or where its prepared table lies (so only
+    the driver reads the data roots)."""
+    data = study_data(spec, info, data_roots, experiment_dir)
     r = spec.resources
-    plan = WorkerPlan(workers=r.workers, cpu=r.cpu, gpu=r.gpu, storage_path=storage_path)
+    plan = WorkerPlan(workers=r.workers, cpu=r.cpu, gpu=r.gpu, storage_path=train_storage(experiment_dir))
     run_trial = trial_function(spec.params, info, plan, spec.failure.checkpoint_interval_s, carried)
     resources = {"cpu": r.cpu, "gpu": r.gpu} if r.workers == 1 else {"cpu": DATA_PARALLEL_TRIAL_CPU}
     return tune.with_resources(tune.with_parameters(run_trial, data=data), resources)
@@ -141,11 +142,14 @@ def make_trainable(
 def concurrent_trials(spec: StudySpec, cluster: dict[str, float]) -> int:
     """The spec's max_concurrent_trials, but no more data-parallel trials than the cluster can
     hold at once: Tune cannot reserve a trial's Train workers, so trials beyond that would
-    start only to wait for a worker group."""
+    start only to wait for a worker group. A table's study also leaves CPUs to the tasks that
+    read it, which would otherwise wait behind trials that wait for them."""
     wanted = spec.budget.max_concurrent_trials
-    if spec.resources.workers == 1:
+    reserved = spec.reserved_cpus()
+    if spec.resources.workers == 1 and not reserved:
         return wanted
-    fits = [int(cluster.get(name, 0.0) // need) for name, need in spec.resources.trial_total().items() if need > 0]
+    free = {**cluster, "CPU": cluster.get("CPU", 0.0) - reserved}
+    fits = [int(free.get(name, 0.0) // need) for name, need in spec.resources.trial_total().items() if need > 0]
     return max(1, min([wanted, *fits]))
 
 
@@ -176,7 +180,7 @@ def build_tuner(
     search.adoptions = list(adoptions or [])
     os.makedirs(storage_path, exist_ok=True)
     return tune.Tuner(
-        make_trainable(spec, info, carried, data_roots, train_storage(os.path.join(storage_path, experiment_name))),
+        make_trainable(spec, info, carried, data_roots, os.path.join(storage_path, experiment_name)),
         tune_config=tune.TuneConfig(
             metric=spec.objective.metric,
             mode=spec.objective.mode,
@@ -215,7 +219,7 @@ def restore_tuner(
     ended ones stay ended. Returns it with its callbacks, restored without their live parts."""
     tuner = tune.Tuner.restore(
         experiment_dir,
-        trainable=make_trainable(spec, info, carried, data_roots, train_storage(experiment_dir)),
+        trainable=make_trainable(spec, info, carried, data_roots, experiment_dir),
         resume_unfinished=True,
         resume_errored=False,
     )

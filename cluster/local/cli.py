@@ -33,6 +33,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         grpc_address=args.address,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
+        object_store_mb=args.object_store_mb,
         insecure=args.insecure or None,
     )
     cluster = up(settings, log=console.print)
@@ -132,6 +133,7 @@ def add_server_commands(command: AddCommand) -> None:
     sub = command("up", cmd_up, "start a local Ray cluster and the anneal server")
     sub.add_argument("--num-cpus", type=int, help="CPUs the Ray head offers (default: all)")
     sub.add_argument("--num-gpus", type=int, help="GPUs the Ray head offers (default: those it finds)")
+    sub.add_argument("--object-store-mb", type=int, help="MiB of shared memory for Ray's object store")
     sub.add_argument("--insecure", action="store_true", help=INSECURE_HELP)
     command("down", cmd_down, "stop what `anneal up` started")
     sub = command("serve", cmd_serve, "run the gRPC server in the foreground")

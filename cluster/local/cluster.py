@@ -120,6 +120,8 @@ def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, lo
     log(f"starting Ray head at {cluster.ray_address} (dashboard {cluster.ray_dashboard_url})")
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     command = _ray_start_command(cluster, settings.num_cpus, settings.num_gpus, dashboard_port)
+    if settings.object_store_mb:
+        command.append(f"--object-store-memory={settings.object_store_mb * 1024 * 1024}")
     ray_log = StartLog.before_start(settings.home / "logs" / "ray.log")
     pid = spawn(command, env, ray_log.path)
     try:

@@ -41,12 +41,17 @@ def check_capacity(spec: StudySpec, capacity: dict[str, float]) -> None:
     """A trial must fit in the cluster: nothing would ever place more than it holds, and a
     data-parallel trial's worker group would wait for it forever."""
     needs = spec.resources.trial_total()
-    short = [name for name, need in needs.items() if need > capacity.get(name, 0.0)]
+    reserved = spec.reserved_cpus()
+    short = [
+        name for name, need in needs.items() if need + (reserved if name == "CPU" else 0) > capacity.get(name, 0.0)
+    ]
     if short:
         r = spec.resources
         asks = (
             f"{r.workers} worker(s) × {r.cpu:g} CPU and {r.gpu:g} GPU = {needs['CPU']:g} CPU and {needs['GPU']:g} GPU"
         )
+        if reserved:
+            asks += f", beside the {reserved:g} CPU its table's read tasks keep"
         holds = f"{capacity.get('CPU', 0.0):g} CPU and {capacity.get('GPU', 0.0):g} GPU"
         raise InvalidSpec.field("resources", f"a trial needs {asks}; the cluster holds {holds} in all")
 

@@ -65,14 +65,17 @@ class LoadedModel:
         probability, or the predicted values."""
         if not rows:
             return []
-        batch = torch.tensor(rows, dtype=torch.float32)
-        if batch.ndim != 2 or batch.shape[1] != self.shape.n_features:
-            raise ValueError(f"each row needs {self.shape.n_features} values, got shape {tuple(batch.shape)}")
-        out = self.trainer.predict(self.model, batch).reshape(len(batch), -1)
+        out = self.outputs(torch.tensor(rows, dtype=torch.float32))
         if self.task is Task.REGRESSION:
             return [Prediction(values=row.tolist()) for row in out]
         labels = out.argmax(dim=1).tolist()
         return [Prediction(label=label, probabilities=row.tolist()) for label, row in zip(labels, out, strict=True)]
+
+    def outputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """Every class's probability, or the predicted values, of each row of `batch` (rows, n_features)."""
+        if batch.ndim != 2 or batch.shape[1] != self.shape.n_features:
+            raise ValueError(f"each row needs {self.shape.n_features} values, got shape {tuple(batch.shape)}")
+        return self.trainer.predict(self.model, batch).reshape(len(batch), -1)
 
 
 def load_from_mlflow(model_uri: str, tracking_uri: str) -> LoadedModel:

@@ -13,8 +13,8 @@ from ray import tune
 from ray.tune.result import DONE
 
 from cluster.worker.handover import Pacing
-from trainers.contract import Splits
-from trainers.workercontext import WorkerContext
+from cluster.worker.stream import ray_data_groups
+from trainers.workercontext import StudyData, WorkerContext
 
 CHECKPOINT_FILE = "state.pt"
 # How often a trial hands its epochs to Tune. Each hand-over stops the training thread
@@ -43,7 +43,7 @@ class TuneTrainContext(WorkerContext):
     def __init__(
         self,
         config: Mapping[str, Any],
-        data: Splits,
+        data: StudyData,
         device: torch.device,
         *,
         num_threads: int,
@@ -52,7 +52,7 @@ class TuneTrainContext(WorkerContext):
         report_interval_s: float = REPORT_INTERVAL_S,
         carried_checkpoint: str = "",
     ) -> None:
-        super().__init__(config, data, device, num_threads=num_threads, gpu_ids=gpu_ids)
+        super().__init__(config, data, device, num_threads=num_threads, gpu_ids=gpu_ids, group_reader=ray_data_groups)
         self._carried_checkpoint = carried_checkpoint
         self._newest: tuple[dict[str, Any], Any] | None = None
         self._looked = False

@@ -31,7 +31,7 @@ from cluster.trial.plan import WorkerPlan
 from cluster.trial.trainenv import WORKER_ENV_VARS, control_env_vars, train_environments
 from cluster.worker.handover import Handover
 from cluster.worker.train import WorkerSetup, train_worker
-from trainers.contract import Splits
+from trainers.workercontext import StudyData
 
 log = logging.getLogger("anneal.trial")
 
@@ -43,7 +43,7 @@ ABORT_WAIT_S = 10.0
 WORKER_GROUP_ATTEMPTS = 5
 
 
-def run_data_parallel(target: str, trial_id: str, data: Splits, context: TuneTrainContext, plan: WorkerPlan) -> None:
+def run_data_parallel(target: str, trial_id: str, data: StudyData, context: TuneTrainContext, plan: WorkerPlan) -> None:
     """Trains the trial on `plan.workers` Ray Train workers, reporting through `context`."""
     resumed = context.load_checkpoint()
     # In the environment of Train's control processes, so a warm one takes it (`trainenv`).

@@ -22,8 +22,8 @@ from ray.tune.result import DONE
 
 from cluster.trial.context import EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
 from cluster.trial.plan import WorkerPlan
-from trainers.contract import Splits, TrainerInfo
-from trainers.workercontext import device_for
+from trainers.contract import TrainerInfo
+from trainers.workercontext import StudyData, device_for
 
 # The config key that gives a trial Tune created on a resumed study the identity of a
 # trial the study's previous driver started (see `cluster.driver.resume`).
@@ -70,14 +70,14 @@ def trial_function(
     plan: WorkerPlan,
     checkpoint_interval_s: float,
     carried: Mapping[str, Carried] | None = None,
-) -> Callable[[dict[str, Any], Splits], None]:
+) -> Callable[[dict[str, Any], StudyData], None]:
     """The function Tune runs for each trial: fixed params merged with the sampled config,
     trained here or, with `plan.workers` > 1, on a Ray Train worker group. On a resumed
     study, `carried` holds what each trial of the previous driver left."""
     fixed = dict(fixed)
     carried = dict(carried or {})
 
-    def run_trial(config: dict[str, Any], data: Splits) -> None:
+    def run_trial(config: dict[str, Any], data: StudyData) -> None:
         config = dict(config)
         trial_id = str(config.pop(ADOPTED_AS, "")) or tune.get_context().get_trial_id()
         brought = carried.get(trial_id, Carried())

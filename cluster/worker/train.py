@@ -22,8 +22,9 @@ from ray.util.queue import Queue
 
 from cluster.worker.handover import Handover, Pacing
 from cluster.worker.sender import HandoverSender, snapshot
-from trainers.contract import Splits, import_target
-from trainers.workercontext import WorkerContext
+from cluster.worker.stream import ray_data_groups
+from trainers.contract import import_target
+from trainers.workercontext import StudyData, WorkerContext
 
 EPOCH = "epoch"
 
@@ -34,7 +35,7 @@ class WorkerSetup:
 
     target: str  # the trainer, as `package.module:name`
     config: dict[str, Any]
-    data: Any  # ObjectRef of the Splits: stored once, read by every worker
+    data: Any  # ObjectRef of the StudyData: stored once, read by every worker
     resumed: Any  # ObjectRef of the state to go on from, or None
     start_epoch: int  # epochs trained before this attempt
     channel: Queue
@@ -46,7 +47,7 @@ class WorkerSetup:
 class TrainWorkerContext(WorkerContext):
     """A trainer's context on one rank of a data-parallel trial."""
 
-    def __init__(self, setup: WorkerSetup, data: Splits, device: torch.device, resumed: dict[str, Any] | None):
+    def __init__(self, setup: WorkerSetup, data: StudyData, device: torch.device, resumed: dict[str, Any] | None):
         context = train.get_context()
         super().__init__(
             setup.config,
@@ -57,6 +58,7 @@ class TrainWorkerContext(WorkerContext):
             world_size=context.get_world_size(),
             num_threads=setup.num_threads,
             gpu_ids=[int(i) for i in ray.get_gpu_ids()],
+            group_reader=ray_data_groups,
         )
         self._setup = setup
         self._resumed = resumed
@@ -103,7 +105,7 @@ def mean_over_ranks(metrics: Mapping[str, float], device: torch.device) -> dict[
 def train_worker(loop_config: dict[str, Any]) -> None:
     """The training function of each Ray Train worker: the trainer's `train` on this rank."""
     setup: WorkerSetup = loop_config["setup"]
-    data: Splits = ray.get(setup.data)
+    data: StudyData = ray.get(setup.data)
     resumed = ray.get(setup.resumed) if setup.resumed is not None else None
     context = TrainWorkerContext(setup, data, train_torch.get_device(), resumed)
     import_target(setup.target)().train(context)

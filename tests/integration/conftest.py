@@ -33,6 +33,8 @@ WATCH_STREAMS = 4  # per principal, lower than the default so the limit is cheap
 # Logical GPUs on a CPU-only machine: Ray places trials on them and gives out their ids, so
 # fractional-GPU packing is tested here; the CPU build of torch keeps the work on the CPU.
 TEST_GPUS = 2
+# A small object store: a table dataset several times its size must stream through it.
+OBJECT_STORE_MB = 256
 PRINCIPALS: dict[str, dict[str, Any]] = {
     "alice": {},
     "bob": {"max_concurrent_studies": 1, "max_concurrent_trials": 2},  # quotas are tested with him
@@ -91,6 +93,7 @@ def stack() -> Iterator[Stack]:
         tokens=listed,
         max_watch_streams=WATCH_STREAMS,
         num_gpus=TEST_GPUS,
+        object_store_mb=OBJECT_STORE_MB,
     )
     cluster, settings, dashboard_port = plan_cluster(base)
     cluster.ray_pid = start_ray(settings, cluster, dashboard_port, log=lambda _: None)

@@ -1,0 +1,46 @@
+"""A prepared table's row groups read by Ray Data, for a trial's workers (and a single-worker
+trial's actor): read tasks on the cluster decode the groups while the trainer takes batches,
+a couple of groups ahead, so a worker holds a few groups, never the table.
+
+Read tasks ask for a fraction of a CPU (`READ_TASK_CPUS`); the driver leaves CPUs that
+trials do not take (`DATA_CPUS`), or a cluster full of trials could never run them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from trainers.tables import group_arrays
+
+READ_TASK_CPUS = 0.25
+# Groups decoded ahead of the one the trainer is on.
+PREFETCH_GROUPS = 2
+
+
+def ray_data_groups(path: str, groups: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The row groups of the prepared split at `path`, in the order they are read."""
+    if not groups:
+        return
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # they would go to the trial's log, once per epoch
+    context.print_on_execution_start = False
+    items = ray.data.from_items([{"group": int(g)} for g in groups], override_num_blocks=len(groups))
+    read = items.map_batches(
+        functools.partial(_read_groups, path), batch_size=1, batch_format="numpy", num_cpus=READ_TASK_CPUS
+    )
+    for table in read.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=PREFETCH_GROUPS):
+        yield group_arrays(table)
+
+
+def _read_groups(path: str, batch: dict[str, np.ndarray]) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reader = pq.ParquetFile(path, pre_buffer=False)
+    return pa.concat_tables([reader.read_row_group(int(g)) for g in batch["group"]])
