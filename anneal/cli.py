@@ -149,9 +149,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     text = Path(args.rows[1:]).read_text() if args.rows.startswith("@") else args.rows
-    rows = json.loads(text)
+    examples = json.loads(text)
     with _client(args) as client:
-        predictions = client.predict(args.deployment, rows)
+        # Rows are lists of numbers; deeper lists are tensors of the model's input shape.
+        nested = bool(examples) and isinstance(examples[0], list) and any(isinstance(v, list) for v in examples[0])
+        predictions = (
+            client.predict_tensors(args.deployment, examples) if nested else client.predict(args.deployment, examples)
+        )
     # Each row's JSON answer: label and probabilities (classification) or values (regression).
     out.print_json(json.dumps([p.answer() for p in predictions]))
     return 0
@@ -235,9 +239,9 @@ def add_client_commands(command: AddCommand) -> None:
     sub.add_argument("--replicas", type=int, default=0)
     sub = command("trainers", cmd_trainers, "list the server's trainers, or show one with its parameters")
     sub.add_argument("name", nargs="?")
-    sub = command("predict", cmd_predict, "send rows to a deployment")
+    sub = command("predict", cmd_predict, "send rows, or tensors, to a deployment")
     sub.add_argument("deployment")
-    sub.add_argument("rows", help="JSON list of rows, or @file.json")
+    sub.add_argument("rows", help="JSON list of rows (or of tensors, nested lists), or @file.json")
 
 
 def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] = ()) -> int:

@@ -171,3 +171,10 @@ class Client:
         request = pb.PredictRequest(deployment=deployment, rows=[pb.Row(values=list(map(float, r))) for r in rows])
         response = self._unary(self._stub.Predict, request)
         return [convert.prediction_from_pb(p) for p in response.predictions]
+
+    def predict_tensors(self, deployment: str, tensors: Sequence[Any]) -> list[Prediction]:
+        """Predictions for examples given as tensors of the model's input shape: nested lists
+        of numbers, or arrays (anything with `tolist()`)."""
+        request = pb.PredictRequest(deployment=deployment, tensors=[convert.tensor_to_pb(t) for t in tensors])
+        response = self._unary(self._stub.Predict, request)
+        return [convert.prediction_from_pb(p) for p in response.predictions]

@@ -25,6 +25,7 @@ from anneal.types import (
     StudyEvent,
     StudyState,
     Task,
+    Tensor,
     TrainerDescription,
     TrainerParameter,
     Trial,
@@ -360,6 +361,36 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
         max_batch_size=message.max_batch_size,
         owner=message.owner,
     )
+
+
+def tensor_to_pb(tensor: Any) -> pb.Tensor:
+    """Nested sequences of numbers, or anything with `tolist()` (a numpy array, a torch tensor),
+    as a Tensor message; a ragged one is refused here."""
+    nested = tensor.tolist() if hasattr(tensor, "tolist") else tensor
+    shape: list[int] = []
+    level = nested
+    while isinstance(level, list | tuple):
+        shape.append(len(level))
+        level = level[0] if level else None
+    values: list[float] = []
+    _flatten(nested, shape, values)
+    return pb.Tensor(shape=shape, values=values)
+
+
+def _flatten(nested: Any, shape: list[int], into: list[float]) -> None:
+    if not shape:
+        if isinstance(nested, list | tuple):
+            raise ValueError("a ragged tensor: its nesting differs between elements")
+        into.append(float(nested))
+        return
+    if not isinstance(nested, list | tuple) or len(nested) != shape[0]:
+        raise ValueError(f"a ragged tensor: an element's length differs from {shape[0]}")
+    for item in nested:
+        _flatten(item, shape[1:], into)
+
+
+def tensor_from_pb(message: pb.Tensor) -> Tensor:
+    return Tensor(shape=tuple(message.shape), values=list(message.values))
 
 
 def prediction_to_pb(prediction: Prediction) -> pb.Prediction:

@@ -127,6 +127,13 @@ class Deployment(_Result):
     owner: str = ""  # the principal that deployed it; names are unique per owner
 
 
+class Tensor(_Result):
+    """One example for Predict as a tensor: its shape and its values in row-major order."""
+
+    shape: tuple[int, ...]
+    values: list[float]
+
+
 class Prediction(_Result):
     """One row's answer. Classification fills `label` and the class `probabilities`;
     regression fills `values`, the row's predicted value(s), and leaves label 0 and no

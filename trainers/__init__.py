@@ -1,5 +1,6 @@
 """Workloads anneal tunes: the trainer contract, the registry and built-in trainers."""
 
-from trainers.contract import DataShape, ParamInfo, Splits, TrainContext, Trainer, TrainerInfo
+from anneal.types import Task
+from trainers.contract import DataInfo, DataShape, ParamInfo, Splits, TrainContext, Trainer, TrainerInfo
 
-__all__ = ["DataShape", "ParamInfo", "Splits", "TrainContext", "Trainer", "TrainerInfo"]
+__all__ = ["DataInfo", "DataShape", "ParamInfo", "Splits", "Task", "TrainContext", "Trainer", "TrainerInfo"]

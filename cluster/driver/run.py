@@ -156,7 +156,7 @@ def tune_and_finish(run: StudyRun) -> None:
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
         package = Path(directory)
         package_best(run, best, shape_of(data), package)
-        test_metrics = score(LoadedModel(package), test_rows(data))
+        test_metrics = score(LoadedModel(package, run.info), test_rows(data))
         model = register_best(run, best, package, test_metrics)
     succeed(run, best, model)
     if run.spec.deploy.auto:

@@ -8,15 +8,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from anneal.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from anneal.settings import Settings
-from anneal.types import DeploymentState, Prediction
+from anneal.types import DeploymentState, Prediction, Tensor
 from cluster.server.access import DeploymentKey, deployment_key, stored_deployment
 from cluster.server.batching import Answers, PredictBatcher
 from cluster.server.principals import Principal
 from cluster.serving.deploy import app_name
 from cluster.store.store import Store
+from trainers.registry import registered
 
 log = logging.getLogger("anneal.predict")
 
@@ -25,15 +27,38 @@ PREDICT_TIMEOUT_S = 30.0
 PREDICT_RETRY_WAITS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-def check_rows(rows: Sequence[Sequence[float]]) -> None:
+def check_rows(rows: Sequence[Sequence[float]], field: str = "rows") -> None:
     """Rows of one width and finite values only: a NaN or an infinity would come back as a
     confident-looking label. (The model checks the width against its own features.)"""
     width = len(rows[0])
     for index, row in enumerate(rows):
         if len(row) != width:
-            raise InvalidArgument.field(f"rows[{index}]", f"has {len(row)} values; rows[0] has {width}")
+            raise InvalidArgument.field(f"{field}[{index}]", f"has {len(row)} values; {field}[0] has {width}")
         if not all(math.isfinite(value) for value in row):
-            raise InvalidArgument.field(f"rows[{index}]", "holds a NaN or an infinite value")
+            raise InvalidArgument.field(f"{field}[{index}]", "holds a NaN or an infinite value")
+
+
+def rows_of_tensors(tensors: Sequence[Tensor], input_shape: tuple[int, ...] | None) -> list[list[float]]:
+    """Each tensor as the flat row its model takes, when it has the model's input shape and as
+    many values as that shape holds; `None` when the shape is not known here (a trainer the
+    server does not list), which leaves the model to check the row's width."""
+    if input_shape == ():
+        raise InvalidArgument.field("tensors", "this model takes rows of numbers; send rows")
+    for index, tensor in enumerate(tensors):
+        if input_shape is not None and tuple(tensor.shape) != input_shape:
+            given, taken = _shape_text(tensor.shape), _shape_text(input_shape)
+            raise InvalidArgument.field(f"tensors[{index}]", f"has shape {given}; the model takes {taken}")
+        holds = math.prod(tensor.shape) if tensor.shape and min(tensor.shape) > 0 else 0
+        if len(tensor.values) != holds:
+            shape = _shape_text(tensor.shape)
+            raise InvalidArgument.field(
+                f"tensors[{index}]", f"has {len(tensor.values)} values; its shape {shape} holds {holds}"
+            )
+    return [list(tensor.values) for tensor in tensors]
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape)) or "()"
 
 
 def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name: str) -> Answers:
@@ -67,27 +92,36 @@ class PredictRouter:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._routes: dict[DeploymentKey, PredictBatcher] = {}
+        self._routes: dict[DeploymentKey, Route] = {}
 
-    def predict(self, name: str, rows: Sequence[Sequence[float]], principal: Principal) -> list[Prediction]:
+    def predict(
+        self, name: str, rows: Sequence[Sequence[float]], principal: Principal, tensors: Sequence[Tensor] = ()
+    ) -> list[Prediction]:
+        """Each example's answer: `rows` of numbers, or `tensors` of the model's input shape."""
         key = deployment_key(name, principal)
-        if not rows:
+        field, count = ("tensors", len(tensors)) if tensors else ("rows", len(rows))
+        if rows and tensors:
+            raise InvalidArgument.field("tensors", "send rows or tensors, not both")
+        if not count:
             raise InvalidArgument.field("rows", "send at least one row")
-        if len(rows) > self.settings.max_predict_rows:
+        if count > self.settings.max_predict_rows:
             raise InvalidArgument.field(
-                "rows", f"has {len(rows)} rows; at most {self.settings.max_predict_rows} per call"
+                field, f"has {count} {field}; at most {self.settings.max_predict_rows} per call"
             )
-        check_rows(rows)
+        route = self._route(key, name)
+        if tensors:
+            rows = rows_of_tensors(tensors, route.input_shape)
+        check_rows(rows, field)
         from ray.exceptions import RayTaskError
 
         try:
-            answers = self._route(key, name).predict([list(r) for r in rows], timeout_s=PREDICT_TIMEOUT_S)
+            answers = route.batcher.predict([list(r) for r in rows], timeout_s=PREDICT_TIMEOUT_S)
         except TimeoutError:
             self.forget(key)
             raise Unavailable(f"deployment {name} did not answer within {PREDICT_TIMEOUT_S:.0f} s") from None
         except RayTaskError as error:
             if isinstance(error.cause, ValueError | TypeError):
-                raise InvalidArgument.field("rows", str(error.cause)) from None
+                raise InvalidArgument.field(field, str(error.cause)) from None
             self.forget(key)
             raise
         except Exception:
@@ -99,7 +133,7 @@ class PredictRouter:
         """Drops the deployment's route: the next call looks it up afresh."""
         self._routes.pop(key, None)
 
-    def _route(self, key: DeploymentKey, name: str) -> PredictBatcher:
+    def _route(self, key: DeploymentKey, name: str) -> Route:
         """The batcher in front of the deployment's Serve handle, looked up once and then kept."""
         route = self._routes.get(key)
         if route is not None:
@@ -120,6 +154,17 @@ class PredictRouter:
                 lambda timeout_s: handle.predict.remote(rows).result(timeout_s=timeout_s), PREDICT_TIMEOUT_S, name
             )
 
-        route = PredictBatcher(call, deployment.max_batch_size)
+        route = Route(PredictBatcher(call, deployment.max_batch_size), self._input_shape(deployment.study_id))
         self._routes[key] = route
         return route
+
+    def _input_shape(self, study_id: str) -> tuple[int, ...] | None:
+        """The input shape of the deployed study's trainer; None for one the server does not list."""
+        info = registered().get(self.store.get_study(study_id).spec.trainer)
+        return info.input_shape if info is not None else None
+
+
+@dataclass(frozen=True)
+class Route:
+    batcher: PredictBatcher
+    input_shape: tuple[int, ...] | None  # the model's, to check tensors against

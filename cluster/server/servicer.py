@@ -117,7 +117,8 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
     @mapped
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         rows = [list(row.values) for row in request.rows]
-        predictions = self.service.predictions.predict(request.deployment, rows, principal_of(context))
+        tensors = [convert.tensor_from_pb(t) for t in request.tensors]
+        predictions = self.service.predictions.predict(request.deployment, rows, principal_of(context), tensors)
         return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])
 
     @mapped

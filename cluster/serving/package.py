@@ -18,7 +18,7 @@ import torch
 
 from anneal.errors import FailedPrecondition
 from anneal.types import Prediction
-from trainers.contract import DataShape, Task, Trainer
+from trainers.contract import DataShape, Task, Trainer, TrainerInfo
 from trainers.registry import resolve
 
 MODEL_FILE = "model.json"
@@ -47,9 +47,12 @@ def write_model_package(
 class LoadedModel:
     """A model rebuilt from a package directory, ready to predict."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, info: TrainerInfo | None = None) -> None:
+        """`info` is the trainer a study driver ran (which may be one `anneal run` imported by
+        path); without it the trainer must be registered: a package read from MLflow never
+        makes this process import a module it names."""
         manifest = json.loads((directory / MODEL_FILE).read_text())
-        info = resolve(manifest["trainer"])
+        info = info or resolve(manifest["trainer"])
         self.trainer: Trainer = info.load()
         self.task = Task(manifest.get("task", info.task.value))
         shape = manifest["shape"]

@@ -8,7 +8,11 @@ The server speaks mutual TLS and knows four principals: alice, bob, admin and fu
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +30,9 @@ from cluster.server.main import RunningServer, build_service, start_server
 from cluster.server.principals import Principal, TokensFile, hash_token, new_token
 from cluster.server.security import server_security
 from cluster.server.service import AnnealService
+from tests.guide import shell_commands
 from tests.tls import Certificates, make_certificates
+from trainers.registry import catalog
 
 REPO = Path(__file__).resolve().parents[2]
 WATCH_STREAMS = 4  # per principal, lower than the default so the limit is cheap to reach
@@ -52,6 +58,7 @@ class Stack:
     tokens: dict[str, str]  # principal -> token
     certificates: Certificates
     service: AnnealService
+    installed_with: str  # the guide's command that installed the example trainer package
 
     def channel(self) -> grpc.Channel:
         """A raw mutual-TLS channel to the session's server; calls need `metadata(...)`."""
@@ -81,9 +88,23 @@ def _principals() -> tuple[dict[str, str], str]:
     return tokens, TokensFile(principals=listed).model_dump_json()
 
 
+def install_trainer_package(site: Path) -> str:
+    """Installs the example trainer package with the guide's command into `site`, which every
+    process of the session's cluster (and this one, which runs the server) imports from: the
+    guide installs into the cluster's environment, and the developer's stays as it was."""
+    (command,) = [c for c in shell_commands() if c.startswith("pip install ")]
+    here = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*here, "--target", str(site), *shlex.split(command)[2:]], cwd=REPO, check=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(site))
+    catalog.cache_clear()
+    return command
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="anneal-it-"))
+    installed = install_trainer_package(home / "site")
     tokens, listed = _principals()
     certificates = make_certificates(home / "tls")
     base = Settings.load(
@@ -104,7 +125,8 @@ def stack() -> Iterator[Stack]:
         assert security.mutual_tls
         service = build_service(settings)
         server = start_server(service, "127.0.0.1:0", security, reflection_on=True)
-        yield Stack(settings, cluster, server, f"127.0.0.1:{server.port}", tokens, certificates, service)
+        address = f"127.0.0.1:{server.port}"
+        yield Stack(settings, cluster, server, address, tokens, certificates, service, installed)
     finally:
         if server is not None:
             server.stop(grace_s=1)

@@ -15,7 +15,7 @@ from anneal.settings import Settings
 from anneal.types import Prediction
 from cluster.server import predict
 from cluster.server.batching import PredictBatcher, Rows
-from cluster.server.predict import PredictRouter, check_rows, retry_lost_replicas
+from cluster.server.predict import PredictRouter, Route, check_rows, retry_lost_replicas
 from cluster.store.store import Store
 from tests.unit.helpers import principal
 
@@ -96,6 +96,6 @@ def test_predict_hands_on_the_replicas_predictions_of_either_task(tmp_path: Path
 
     # The route is kept already, so Predict looks nothing up in the store.
     router = PredictRouter(Settings.load(home=tmp_path), cast(Store, None))
-    router._routes[("alice", "m")] = PredictBatcher(replica, max_rows=1)
+    router._routes[("alice", "m")] = Route(PredictBatcher(replica, max_rows=1), input_shape=())
     answers = router.predict("m", [[1.0], [0.0]], principal("alice"))
     assert answers == [ANSWER[1], ANSWER[0]]
