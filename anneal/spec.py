@@ -32,8 +32,8 @@ DatasetFormat = Literal["parquet", "csv"]
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes")
 MODES: tuple[str, ...] = ("max", "min")
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-# CPUs a study of a table dataset leaves free of trials for Ray Data's read tasks (a quarter
-# CPU each): a cluster whose every CPU a trial holds would never run them.
+# CPUs a study of a table dataset leaves free of trials for Ray Data's read tasks (a fifth of
+# a CPU each, two at a time): a cluster whose every CPU a trial holds would never run them.
 TABLE_READ_CPUS = 0.5
 MAX_COLUMN_NAME = 256
 MAX_FEATURE_COLUMNS = 10_000

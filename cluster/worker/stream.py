@@ -2,8 +2,8 @@
 trial's actor): read tasks on the cluster decode the groups while the trainer takes batches,
 a couple of groups ahead, so a worker holds a few groups, never the table.
 
-Read tasks ask for a fraction of a CPU (`READ_TASK_CPUS`); the driver leaves CPUs that
-trials do not take (`DATA_CPUS`), or a cluster full of trials could never run them.
+Read tasks ask for a fifth of a CPU, two at a time; a table's study leaves half a CPU free
+of trials (`anneal.spec.TABLE_READ_CPUS`), or a cluster full of trials could never run them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import numpy as np
 
 from trainers.tables import group_arrays
 
-READ_TASK_CPUS = 0.25
+READ_TASK_CPUS = 0.2
+# Read tasks at once per reader: more only contend for the cores the trainer uses.
+READ_TASKS = 2
 # Groups decoded ahead of the one the trainer is on.
-PREFETCH_GROUPS = 2
+PREFETCH_GROUPS = 4
 
 
 def ray_data_groups(path: str, groups: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -32,7 +34,11 @@ def ray_data_groups(path: str, groups: Sequence[int]) -> Iterator[tuple[np.ndarr
     context.print_on_execution_start = False
     items = ray.data.from_items([{"group": int(g)} for g in groups], override_num_blocks=len(groups))
     read = items.map_batches(
-        functools.partial(_read_groups, path), batch_size=1, batch_format="numpy", num_cpus=READ_TASK_CPUS
+        functools.partial(_read_groups, path),
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=READ_TASK_CPUS,
+        compute=ray.data.TaskPoolStrategy(size=READ_TASKS),
     )
     for table in read.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=PREFETCH_GROUPS):
         yield group_arrays(table)

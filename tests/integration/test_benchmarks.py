@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import bookkeeping, common, data_parallel, serving, study_overhead
+from benchmarks import bookkeeping, common, data_parallel, serving, streaming, study_overhead
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -52,3 +52,9 @@ def test_data_parallel_runs(stack: Stack) -> None:
     assert set(variants) == {data_parallel.A1, data_parallel.A, data_parallel.B, data_parallel.C}
     assert all(v["samples_per_s"]["median"] > 0 and v["startup_s"]["median"] > 0 for v in variants.values())
     assert result["ratios"]["c/a"]["median"] > 0
+
+
+def test_streaming_runs(stack: Stack) -> None:
+    result = streaming.run(stack, rows=20_000, rounds=1)  # type: ignore[arg-type]
+    assert set(result["variants"]) == {"a plain loop", "b anneal"}
+    assert result["anneal_over_plain"]["median"] > 0 and result["prepare_s"] > 0

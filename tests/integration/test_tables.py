@@ -191,8 +191,9 @@ def test_a_table_larger_than_the_object_store_streams_within_a_memory_bound(
     workers = [pid for pid, title in peaks.titles.items() if "RayTrainWorker" in title]
     assert len(workers) == 2
     # The bound: a worker's own memory (the object store's shared pages left out) rises by at
-    # most a sixth of the table while it streams it, and peaks under 45% of the table, with
-    # torch and Ray's worker (about 300 MiB) included.
+    # most a fifth of the table while it streams it (a few row groups ahead: 16 MiB each), and
+    # peaks under half the table, torch and Ray's worker (about 300 MiB) included.
     for pid in workers:
-        assert peaks.private[pid] - peaks.first_private[pid] < size / 6, f"worker {pid}: {peaks.private[pid] / mib:.0f}"
-        assert peaks.private[pid] < 0.45 * size, f"worker {pid} held {peaks.private[pid] / mib:.0f} MiB"
+        growth = peaks.private[pid] - peaks.first_private[pid]
+        assert growth < size / 5, f"worker {pid} grew by {growth / mib:.0f} MiB"
+        assert peaks.private[pid] < size / 2, f"worker {pid} held {peaks.private[pid] / mib:.0f} MiB"
