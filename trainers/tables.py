@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("anneal.data")
 
 MANIFEST = "manifest.json"
+# How prepared files are laid out; another layout's files are prepared again.
+LAYOUT = "x: float32 little-endian bytes, y: label; v1"
 SPLITS = ("train", "val", "test")
 # A prepared row group: the unit a worker reads and shuffles within; about this many bytes.
 GROUP_BYTES = 32 * 1024 * 1024
@@ -120,7 +122,8 @@ def source_of(dataset: DatasetSpec, columns: TableColumns) -> str:
         info = os.stat(path)
         files.append([str(path), info.st_size, info.st_mtime_ns])
     split = [dataset.validation_fraction, dataset.test_fraction, dataset.split_seed]
-    return json.dumps({"files": files, "label": columns.label, "features": list(columns.features), "split": split})
+    features = list(columns.features)
+    return json.dumps({"layout": LAYOUT, "files": files, "label": columns.label, "features": features, "split": split})
 
 
 def load_prepared(directory: str, source: str) -> PreparedTable | None:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from anneal import StudyState
+from anneal import StudySpec, StudyState
 from anneal.errors import InvalidArgument
 from anneal.types import DeploymentState
 from tests.guide import blocks, shell_commands
 from tests.integration.conftest import REPO, Stack
+from trainers.registry import check_spec
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,8 @@ def test_the_installed_package_is_listed_from_its_entry_point(stack: Stack) -> N
     assert cnn.source == "anneal-cnn 0.1.0, entry point small_cnn = anneal_cnn.info:SMALL_CNN"
     listed = anneal_cli(stack, guide_command("anneal trainers "))
     assert "small_cnn" in listed and "input 1×8×8 tensor" in listed and "Filters of the first convolution" in listed
+    # The guide's study of the digits as images passes every check the server makes.
+    check_spec(StudySpec.load(REPO / "examples" / "anneal-cnn" / "digits-images.yaml"))
 
 
 def test_a_study_of_images_trains_deploys_and_answers_tensors(stack: Stack, serve_apps: list[str]) -> None:
