@@ -7,6 +7,7 @@ the model's default while an explicit zero survives the trip.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -366,14 +367,20 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
 def tensor_to_pb(tensor: Any) -> pb.Tensor:
     """Nested sequences of numbers, or anything with `tolist()` (a numpy array, a torch tensor),
     as a Tensor message; a ragged one is refused here."""
-    nested = tensor.tolist() if hasattr(tensor, "tolist") else tensor
-    shape: list[int] = []
-    level = nested
-    while isinstance(level, list | tuple):
-        shape.append(len(level))
-        level = level[0] if level else None
+    if hasattr(tensor, "shape") and hasattr(tensor, "reshape"):  # an array: its own shape, even with a 0 in it
+        shape = [int(d) for d in tensor.shape]
+        nested = tensor.reshape(-1).tolist()
+        flat_shape = [len(nested)]
+    else:
+        nested = tensor
+        shape = []
+        level = nested
+        while isinstance(level, list | tuple):
+            shape.append(len(level))
+            level = level[0] if level else None
+        flat_shape = shape
     values: list[float] = []
-    _flatten(nested, shape, values)
+    _flatten(nested, flat_shape, values)
     return pb.Tensor(shape=shape, values=values)
 
 
@@ -381,6 +388,8 @@ def _flatten(nested: Any, shape: list[int], into: list[float]) -> None:
     if not shape:
         if isinstance(nested, list | tuple):
             raise ValueError("a ragged tensor: its nesting differs between elements")
+        if isinstance(nested, bool) or not isinstance(nested, numbers.Real):
+            raise ValueError(f"a tensor holds numbers only, not {type(nested).__name__}")
         into.append(float(nested))
         return
     if not isinstance(nested, list | tuple) or len(nested) != shape[0]:

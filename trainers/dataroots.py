@@ -55,7 +55,8 @@ def resolve_table_files(path: str, roots: Sequence[str | Path], *, folder_allowe
         if inside is None:
             raise _refuse(f"a file in {path!r} cannot be read")
         _check_regular_file(_stat(inside, path), f"a file in {path!r}", max_bytes=None)
-        files.append(inside)
+        if inside not in files:  # two links to one file: its rows once
+            files.append(inside)
     if not files:
         raise _refuse(f"the folder {path!r} holds no .parquet files")
     return files

@@ -43,16 +43,20 @@ MANIFEST = "manifest.json"
 LAYOUT = "x: float32 little-endian bytes, y: label; v1"
 SPLITS = ("train", "val", "test")
 # A prepared row group: the unit a worker reads and shuffles within; about this many bytes.
-GROUP_BYTES = 32 * 1024 * 1024
+GROUP_BYTES = 16 * 1024 * 1024
 MAX_GROUP_ROWS = 131_072
 MIN_GROUP_ROWS = 256
 MAX_CLASSES = 1000  # a class label sizes the model's output layer
+# What the driver reads of the user's table at once: rows, and about this many bytes of features.
 READ_BATCH_ROWS = 65_536
+READ_BATCH_BYTES = 64 * 1024 * 1024
 PROGRESS_S = 10.0
 FIELD = "dataset"
 
-# Reads row groups of one prepared split: (file, groups) -> each group's (x, y), in any order.
-GroupReader = Callable[[str, Sequence[int]], Iterator[tuple[np.ndarray, np.ndarray]]]
+# A slice of one row group: (group, first row, row after the last).
+Piece = tuple[int, int, int]
+# Reads pieces of one prepared split: (file, pieces) -> each piece's (x, y), in any order.
+GroupReader = Callable[[str, Sequence[Piece]], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -126,21 +130,26 @@ def source_of(dataset: DatasetSpec, columns: TableColumns) -> str:
     return json.dumps({"layout": LAYOUT, "files": files, "label": columns.label, "features": features, "split": split})
 
 
-def load_prepared(directory: str, source: str) -> PreparedTable | None:
-    """The table prepared in `directory` from `source`, when its manifest says it is whole."""
+def load_prepared(directory: str) -> PreparedTable | None:
+    """The table prepared in `directory`, when its manifest says it is whole and of this layout."""
     try:
         text = Path(directory, MANIFEST).read_text()
     except FileNotFoundError:
         return None
     prepared = PreparedTable.from_json(directory, text)
-    return prepared if prepared.source == source else None
+    return prepared if json.loads(prepared.source).get("layout") == LAYOUT else None
 
 
 def prepare_table(dataset: DatasetSpec, columns: TableColumns, task: Task, directory: str) -> PreparedTable:
-    """The table split and written under `directory`, or the one already there from the same source."""
+    """The table split and written under `directory`, or the one a study prepared there before:
+    a study keeps the rows it prepared to its end (a resumed driver, its final scoring), even
+    when the files change meanwhile; splitting them again would move rows its trials trained
+    on into its test rows."""
     source = source_of(dataset, columns)
-    found = load_prepared(directory, source)
+    found = load_prepared(directory)
     if found is not None:
+        if found.source != source:
+            log.warning("the table's files changed since the study prepared it; the study keeps its prepared rows")
         return found
     os.makedirs(directory, exist_ok=True)
     Path(directory, MANIFEST).unlink(missing_ok=True)
@@ -213,10 +222,14 @@ def _uniform(seed: int, positions: np.ndarray) -> np.ndarray:
 def _group_rows(columns: TableColumns) -> int:
     """Rows per prepared row group: about GROUP_BYTES each, and about 64 groups for a table of
     fewer rows, so that a trial's workers each get several."""
-    by_bytes = GROUP_BYTES // (4 * columns.width + 8)
+    by_bytes = max(1, GROUP_BYTES // (4 * columns.width + 8))  # wide rows: fewer, never bigger groups
     rows = _estimated_rows(columns)
-    by_count = math.ceil(rows / 64) if rows else MAX_GROUP_ROWS
-    return max(MIN_GROUP_ROWS, min(MAX_GROUP_ROWS, by_bytes, by_count))
+    by_count = max(MIN_GROUP_ROWS, math.ceil(rows / 64)) if rows else MAX_GROUP_ROWS
+    return min(MAX_GROUP_ROWS, by_bytes, by_count)
+
+
+def _read_batch_rows(columns: TableColumns) -> int:
+    return max(1, min(READ_BATCH_ROWS, READ_BATCH_BYTES // (4 * columns.width)))
 
 
 def _estimated_rows(columns: TableColumns) -> int:
@@ -333,9 +346,16 @@ def _write_atomically(path: Path, text: str) -> None:
 def read_table(columns: TableColumns, task: Task) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The table's rows in order, in batches: float32 features (rows, width), and int64 class
     labels or float32 targets; InvalidSpec naming the field at the first bad value."""
+    first: dict[str, Any] | None = None
     for path in columns.files:
         with open_regular_file(path, max_bytes=None) as handle:
             for batch in _batches(handle, columns, task):
+                types = {name: batch.schema.field(name).type for name in (*columns.features, columns.label)}
+                first = first or types
+                if types != first:  # the door checked the first file's columns; the others must match
+                    differ = next(name for name in types if types[name] != first[name])
+                    message = f"the table's files differ: column {differ!r} is {types[differ]} in {path.name}"
+                    raise InvalidSpec.field("dataset.path", f"{message}, {first[differ]} in the first file")
                 yield _features_of(batch, columns), _labels_of(batch.column(columns.label), task)
 
 
@@ -348,7 +368,8 @@ def _batches(handle: Any, columns: TableColumns, task: Task) -> Iterator[pa.Reco
     try:
         if columns.format == "parquet":
             # pre_buffer off: on, pyarrow keeps every row group it has read in memory.
-            reader: Any = pq.ParquetFile(handle, pre_buffer=False).iter_batches(READ_BATCH_ROWS, columns=wanted)
+            rows = _read_batch_rows(columns)
+            reader: Any = pq.ParquetFile(handle, pre_buffer=False).iter_batches(rows, columns=wanted)
         else:
             types = {name: pa.float32() for name in columns.features}
             convert = pa_csv.ConvertOptions(include_columns=wanted, column_types=types)
@@ -402,13 +423,13 @@ def _no_nulls(column: pa.Array, name: str) -> None:
 # ------------------------------------------------------------------ reading a prepared split
 
 
-def read_groups(path: str, groups: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Row groups of a prepared split, read here with pyarrow: (x (rows, width), y) each."""
+def read_groups(path: str, pieces: Sequence[Piece]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pieces of row groups of a prepared split, read here with pyarrow: (x (rows, width), y) each."""
     import pyarrow.parquet as pq
 
     reader = pq.ParquetFile(path, pre_buffer=False)
-    for group in groups:
-        yield group_arrays(reader.read_row_group(int(group)))
+    for group, start, stop in pieces:
+        yield group_arrays(reader.read_row_group(int(group)).slice(start, stop - start))
 
 
 def group_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -420,12 +441,24 @@ def group_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return values.reshape(len(x), row_bytes // 4), table.column("y").to_numpy()
 
 
-def shard(split: PreparedSplit, rank: int, world_size: int, order: np.ndarray) -> tuple[list[int], int]:
-    """Worker `rank`'s row groups, dealt in `order`, and the rows every worker takes: the
-    fewest any worker was dealt, so data-parallel workers take the same number of steps."""
-    dealt = [order[r::world_size] for r in range(world_size)]
-    quota = min(sum(split.group_rows[g] for g in groups) for groups in dealt)
-    return [int(g) for g in dealt[rank]], quota
+def shard(split: PreparedSplit, rank: int, world_size: int, order: Sequence[int], equal: bool) -> list[Piece]:
+    """Worker `rank`'s rows: the split's groups laid end to end in `order` and cut into
+    `world_size` runs of rows, as pieces of groups. With `equal`, every run holds the same
+    number of rows (up to world_size - 1 rows sit out), so data-parallel workers take the
+    same number of steps; without, the last run takes the rest and every row is in one run."""
+    total = split.rows
+    size = total // world_size
+    first = rank * size
+    last = first + size if equal or rank < world_size - 1 else total
+    pieces: list[Piece] = []
+    offset = 0
+    for group in order:
+        rows = split.group_rows[int(group)]
+        start, stop = max(first - offset, 0), min(last - offset, rows)
+        if start < stop:
+            pieces.append((int(group), start, stop))
+        offset += rows
+    return pieces
 
 
 def split_batches(
@@ -439,22 +472,17 @@ def split_batches(
     shuffle_seed: Sequence[int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One pass over this worker's shard of split `name`, in batches of `batch_size` rows (the
-    last may be smaller). With `shuffle_seed`, row groups are dealt in a seeded order and rows
-    shuffled within each group; every worker then yields the same number of batches. Without,
-    a split with fewer groups than workers is read whole by each (validation, scoring)."""
+    last may be smaller). With `shuffle_seed` (training), the groups are laid out in a seeded
+    order and rows shuffled within each piece read, and every worker yields the same number
+    of batches; without (validation, scoring), the groups keep their order and every row is
+    some worker's."""
     split = prepared.split(name)
     groups = np.arange(len(split.group_rows))
-    if shuffle_seed is None:
-        if len(groups) < world_size:
-            mine, quota = [int(g) for g in groups], split.rows
-        else:
-            mine = [int(g) for g in groups[rank::world_size]]
-            quota = sum(split.group_rows[g] for g in mine)
-        yield from _rebatched(reader(split.path, mine), batch_size, quota, None)
-        return
-    rng = np.random.default_rng(list(shuffle_seed))
-    mine, quota = shard(split, rank, world_size, rng.permutation(groups))
-    yield from _rebatched(reader(split.path, mine), batch_size, quota, rng)
+    rng = np.random.default_rng(list(shuffle_seed)) if shuffle_seed is not None else None
+    order = rng.permutation(groups) if rng is not None else groups
+    pieces = shard(split, rank, world_size, [int(g) for g in order], equal=rng is not None)
+    rows = sum(stop - start for _, start, stop in pieces)
+    yield from _rebatched(reader(split.path, pieces), batch_size, rows, rng)
 
 
 def _rebatched(

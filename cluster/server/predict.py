@@ -48,7 +48,7 @@ def rows_of_tensors(tensors: Sequence[Tensor], input_shape: tuple[int, ...] | No
         if input_shape is not None and tuple(tensor.shape) != input_shape:
             given, taken = _shape_text(tensor.shape), _shape_text(input_shape)
             raise InvalidArgument.field(f"tensors[{index}]", f"has shape {given}; the model takes {taken}")
-        holds = math.prod(tensor.shape) if tensor.shape and min(tensor.shape) > 0 else 0
+        holds = math.prod(tensor.shape) if all(dimension > 0 for dimension in tensor.shape) else 0
         if len(tensor.values) != holds:
             shape = _shape_text(tensor.shape)
             raise InvalidArgument.field(

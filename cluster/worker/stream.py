@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.tables import group_arrays
+from trainers.tables import Piece, group_arrays
 
 READ_TASK_CPUS = 0.2
 # Read tasks at once per reader: more only contend for the cores the trainer uses.
@@ -23,16 +23,18 @@ READ_TASKS = 2
 PREFETCH_GROUPS = 4
 
 
-def ray_data_groups(path: str, groups: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The row groups of the prepared split at `path`, in the order they are read."""
-    if not groups:
+def ray_data_groups(path: str, pieces: Sequence[Piece]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pieces of row groups of the prepared split at `path`, in the order they are read."""
+    if not pieces:
         return
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # they would go to the trial's log, once per epoch
     context.print_on_execution_start = False
-    items = ray.data.from_items([{"group": int(g)} for g in groups], override_num_blocks=len(groups))
+    items = ray.data.from_items(
+        [{"group": g, "start": start, "stop": stop} for g, start, stop in pieces], override_num_blocks=len(pieces)
+    )
     read = items.map_batches(
         functools.partial(_read_groups, path),
         batch_size=1,
@@ -49,4 +51,5 @@ def _read_groups(path: str, batch: dict[str, np.ndarray]) -> Any:
     import pyarrow.parquet as pq
 
     reader = pq.ParquetFile(path, pre_buffer=False)
-    return pa.concat_tables([reader.read_row_group(int(g)) for g in batch["group"]])
+    pieces = zip(batch["group"], batch["start"], batch["stop"], strict=True)
+    return pa.concat_tables([reader.read_row_group(int(g)).slice(int(a), int(b) - int(a)) for g, a, b in pieces])

@@ -26,6 +26,17 @@ def test_a_ragged_tensor_is_refused_by_the_client() -> None:
         convert.tensor_to_pb([[1.0, 2.0], [3.0]])
 
 
+@pytest.mark.parametrize("given", [["1", "2"], [True, 2.0], [np.array([1.0]), np.array([2.0])]], ids=str)
+def test_anything_but_numbers_is_refused_by_the_client(given: list[object]) -> None:
+    with pytest.raises(ValueError, match="numbers only"):
+        convert.tensor_to_pb(given)
+
+
+def test_an_array_keeps_its_shape_even_when_empty() -> None:
+    assert list(convert.tensor_to_pb(np.zeros((0, 3))).shape) == [0, 3]
+    assert list(convert.tensor_to_pb(np.float32(2.5)).shape) == [] and list(convert.tensor_to_pb(2.5).values) == [2.5]
+
+
 def test_tensors_of_the_input_shape_become_rows() -> None:
     rows = rows_of_tensors([Tensor(shape=(1, 8, 8), values=list(range(64)))] * 2, (1, 8, 8))
     assert rows == [list(range(64))] * 2

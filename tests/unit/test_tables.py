@@ -58,7 +58,8 @@ def prepare(root: Path, out: str = "prepared", task: Task = Task.CLASSIFICATION,
 
 
 def rows_of(prepared: PreparedTable, split: str) -> tuple[np.ndarray, np.ndarray]:
-    parts = list(read_groups(prepared.split(split).path, range(len(prepared.split(split).group_rows))))
+    groups = prepared.split(split).group_rows
+    parts = list(read_groups(prepared.split(split).path, [(g, 0, rows) for g, rows in enumerate(groups)]))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -98,16 +99,22 @@ def test_a_regression_target_keeps_its_scale(root: Path) -> None:
     assert prepared.info.target_mean is not None and abs(float(prepared.info.target_mean[0]) - y.mean()) < 1e-3
 
 
-def test_a_prepared_table_is_reused_until_its_source_changes(root: Path) -> None:
+def test_a_study_keeps_the_rows_it_prepared_even_when_the_files_change(root: Path) -> None:
     first = prepare(root)
     manifest = Path(first.directory, "manifest.json")
     written = manifest.stat().st_mtime_ns
+    os.utime(root / "t.parquet", ns=(1, 1))  # the file changed since: splitting again would mix test rows in
     again = prepare(root)
     assert again.to_json() == first.to_json()
     assert manifest.stat().st_mtime_ns == written
-    os.utime(root / "t.parquet", ns=(1, 1))  # the file changed since
-    prepare(root)
-    assert manifest.stat().st_mtime_ns != written
+
+
+def test_files_of_another_layout_are_prepared_again(root: Path) -> None:
+    first = prepare(root)
+    manifest = Path(first.directory, "manifest.json")
+    manifest.write_text(manifest.read_text().replace("v1", "v0"))
+    assert prepare(root).to_json() == first.to_json()
+    assert "v1" in manifest.read_text()
 
 
 def test_row_groups_stay_within_their_size(root: Path) -> None:
@@ -116,18 +123,34 @@ def test_row_groups_stay_within_their_size(root: Path) -> None:
     assert len(groups) > 1 and len(set(groups[:-1])) == 1 and groups[-1] <= groups[0]
 
 
-def test_workers_take_the_same_number_of_batches_from_disjoint_shards(root: Path) -> None:
+@pytest.mark.parametrize("workers", [2, 3, 8, 13])
+def test_workers_take_the_same_number_of_batches_from_disjoint_shards(root: Path, workers: int) -> None:
     prepared = prepare(root)
     shards = [
-        list(split_batches(prepared, "train", read_groups, 64, rank=r, world_size=2, shuffle_seed=(0, 3)))
+        list(split_batches(prepared, "train", read_groups, 64, rank=r, world_size=workers, shuffle_seed=(0, 3)))
+        for r in range(workers)
+    ]
+    assert len({len(shard) for shard in shards}) == 1 and shards[0]
+    seen = [[int(v) for x, _ in shard for v in x[:, FEATURES]] for shard in shards]
+    assert len({len(rows) for rows in seen}) == 1
+    assert sum(len(rows) for rows in seen) == len(set().union(*map(set, seen)))  # disjoint
+    assert 0 <= prepared.train.rows - sum(map(len, seen)) < workers  # only the remainder sits out
+    assert all(len(x) == 64 for x, _ in shards[0][:-1])
+
+
+def test_a_single_group_is_shared_by_every_worker(tmp_path: Path) -> None:
+    x, y = make_rows()
+    pq.write_table(pa.table({"a": x[:400, 0], "b": x[:400, 1], "label": y[:400]}), tmp_path / "t.parquet")
+    prepared = prepare(tmp_path)
+    assert len(prepared.train.group_rows) == 1
+    counts = [
+        sum(
+            len(b)
+            for _, b in split_batches(prepared, "train", read_groups, 16, rank=r, world_size=2, shuffle_seed=(0, 0))
+        )
         for r in range(2)
     ]
-    assert len(shards[0]) == len(shards[1]) > 0
-    seen = [{int(v) for x, _ in shard for v in x[:, FEATURES]} for shard in shards]
-    assert not (seen[0] & seen[1])
-    left_out = prepared.train.rows - len(seen[0]) - len(seen[1])
-    assert 0 <= left_out <= 2 * max(prepared.train.group_rows)  # up to one group per worker
-    assert all(len(x) == 64 for x, _ in shards[0][:-1])
+    assert counts[0] == counts[1] == prepared.train.rows // 2
 
 
 def test_epochs_shuffle_differently_and_repeat_for_the_same_seed(root: Path) -> None:
@@ -141,11 +164,17 @@ def test_epochs_shuffle_differently_and_repeat_for_the_same_seed(root: Path) -> 
     assert first_rows(1) == first_rows(1) and first_rows(1) != first_rows(2)
 
 
-def test_validation_rows_are_read_whole_when_there_are_fewer_groups_than_workers(root: Path) -> None:
+def test_every_validation_row_is_one_workers(root: Path) -> None:
     prepared = prepare(root)
-    assert len(prepared.val.group_rows) < 8
-    rows = sum(len(y) for _, y in split_batches(prepared, "val", read_groups, 100, rank=5, world_size=8))
-    assert rows == prepared.val.rows
+    shares = [
+        [
+            int(v)
+            for x, _ in split_batches(prepared, "val", read_groups, 100, rank=r, world_size=8)
+            for v in x[:, FEATURES]
+        ]
+        for r in range(8)
+    ]
+    assert sorted(v for share in shares for v in share) == sorted(row_ids(prepared, "val"))
 
 
 @pytest.mark.parametrize(
@@ -165,6 +194,21 @@ def test_a_bad_value_is_refused_naming_the_field(tmp_path: Path, values: dict[st
     assert [e.path for e in caught.value.errors] == [field]
 
 
+def test_a_folders_files_must_have_the_first_files_column_types(root: Path) -> None:
+    x, y = make_rows()
+    columns = {f"f{i}": x[:10, i] for i in range(FEATURES)}
+    pq.write_table(
+        pa.table({**columns, "row": np.arange(10), "label": y[:10].astype(np.float64)}), root / "parts" / "c.parquet"
+    )
+    with pytest.raises(InvalidSpec, match="column 'label' is double in c.parquet, int64 in the first file"):
+        prepare(root, path="parts")
+
+
+def test_two_links_to_one_file_are_read_once(root: Path) -> None:
+    (root / "parts" / "again.parquet").symlink_to(root / "parts" / "a.parquet")
+    assert prepare(root, path="parts").train.rows == prepare(root, "single").train.rows
+
+
 def test_a_word_in_a_later_block_of_a_csv_file_is_refused(tmp_path: Path) -> None:
     lines = ["a,b,label"] + [f"{i},{i * 2},{i % 2}" for i in range(200_000)] + ["x,1,0"]
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
@@ -174,8 +218,11 @@ def test_a_word_in_a_later_block_of_a_csv_file_is_refused(tmp_path: Path) -> Non
 
 def test_group_arrays_reads_x_without_copying(root: Path) -> None:
     prepared = prepare(root)
-    x, y = group_arrays(pq.ParquetFile(prepared.train.path).read_row_group(0))
+    group = pq.ParquetFile(prepared.train.path).read_row_group(0)
+    x, y = group_arrays(group)
     assert x.shape == (prepared.train.group_rows[0], FEATURES + 1) and x.dtype == np.float32 and len(y) == len(x)
+    sliced, _ = group_arrays(group.slice(5, 7))  # an offset into the array
+    np.testing.assert_array_equal(sliced, x[5:12])
 
 
 def test_the_mlp_learns_from_a_streamed_table(root: Path) -> None:
