@@ -122,12 +122,14 @@ class TrainContext(Protocol):
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch over this worker's shard of the training rows, shuffled by (seed, epoch),
         as (features (rows, n_features) float32, labels) on `device`; every worker gets the
-        same number of batches. Works for every dataset: a table is streamed (its rows are dealt
-        to workers by row group, so up to N groups' rows may sit out an epoch)."""
+        same number of batches. Works for every dataset: a table is streamed (its row groups,
+        in a seeded order, are cut into equal runs of rows, one per worker: up to N - 1 rows
+        sit out an epoch; rows are shuffled within each group)."""
 
     def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This worker's validation rows in order, in batches on `device`: all of them, or on
-        N workers of a large table a share each (the trial's metrics are the mean over workers)."""
+        """This worker's validation rows in order, in batches on `device`: all of them on one
+        worker; on N, of a table, a share each, every row in one share (the trial's metrics
+        are the mean over workers)."""
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on this worker's device; wrapped for data-parallel training (gradients
