@@ -129,12 +129,14 @@ def plain_loop(table: Path) -> dict[str, float]:
     return result
 
 
-def anneal_trial(stack: Stack, table: Path, storage: str) -> dict[str, float]:
-    from cluster.driver.tuning import build_tuner
+EXPERIMENT = "bench-streaming"  # one name: the table is prepared once, then every round reuses it
 
-    spec = StudySpec.parse(
+
+def study_spec(table: Path) -> StudySpec:
+    """The one-trial study of `DeliveryTrainer` over the table."""
+    return StudySpec.parse(
         {
-            "name": "bench-streaming",
+            "name": EXPERIMENT,
             "trainer": "benchmarks.streaming:delivery",
             "dataset": {"name": "big", "path": table.name, "format": "parquet", "label": "label"},
             "params": {"batch_size": BATCH},
@@ -143,10 +145,15 @@ def anneal_trial(stack: Stack, table: Path, storage: str) -> dict[str, float]:
             "budget": {"max_trials": 1, "max_concurrent_trials": 1},
         }
     )
+
+
+def anneal_trial(stack: Stack, table: Path, storage: str) -> dict[str, float]:
+    from cluster.driver.tuning import build_tuner
+
     tuner = build_tuner(
-        spec,
+        study_spec(table),
         delivery(),
-        experiment_name="bench-streaming",  # one name: the table is prepared in the first round only
+        experiment_name=EXPERIMENT,
         storage_path=storage,
         callbacks=[],
         data_roots=[str(table.parent)],
@@ -161,18 +168,8 @@ def prepare_once(table: Path, storage: str) -> float:
     """Seconds the study's driver spends preparing the table (once per study)."""
     from cluster.driver.studydata import study_data
 
-    spec_data = {"name": "big", "path": table.name, "format": "parquet", "label": "label"}
-    spec = StudySpec.parse(
-        {
-            "name": "bench-streaming",
-            "trainer": "benchmarks.streaming:delivery",
-            "dataset": spec_data,
-            "search_space": {"epochs": {"categorical": [1]}},
-            "objective": {"metric": "samples_per_s", "mode": "max"},
-        }
-    )
     began = time.monotonic()
-    study_data(spec, delivery(), [str(table.parent)], os.path.join(storage, "bench-streaming"))
+    study_data(study_spec(table), delivery(), [str(table.parent)], os.path.join(storage, EXPERIMENT))
     return time.monotonic() - began
 
 

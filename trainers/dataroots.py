@@ -49,17 +49,16 @@ def resolve_table_files(path: str, roots: Sequence[str | Path], *, folder_allowe
         return [real]
     if not folder_allowed:
         raise _refuse(f"{path!r} is a folder; only a Parquet dataset may be a folder of files")
-    files = []
+    files: dict[Path, None] = {}  # in order; two links to one file: its rows once
     for found in sorted(real.rglob("*.parquet")):
         inside = _contained(found, path, real_roots)
         if inside is None:
             raise _refuse(f"a file in {path!r} cannot be read")
         _check_regular_file(_stat(inside, path), f"a file in {path!r}", max_bytes=None)
-        if inside not in files:  # two links to one file: its rows once
-            files.append(inside)
+        files[inside] = None
     if not files:
         raise _refuse(f"the folder {path!r} holds no .parquet files")
-    return files
+    return list(files)
 
 
 def _resolve(path: str, roots: Sequence[str | Path]) -> tuple[Path, list[Path]]:

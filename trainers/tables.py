@@ -35,6 +35,7 @@ from trainers.tableschema import TableColumns
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 log = logging.getLogger("anneal.data")
 
@@ -106,7 +107,10 @@ class PreparedTable:
             name: PreparedSplit(os.path.join(directory, value["file"]), tuple(value["group_rows"]))
             for name, value in data["splits"].items()
         }
-        vector = lambda key: None if data[key] is None else np.asarray(data[key], dtype=np.float32)  # noqa: E731
+
+        def vector(key: str) -> np.ndarray | None:
+            return None if data[key] is None else np.asarray(data[key], dtype=np.float32)
+
         info = DataInfo(
             shape=DataShape(**data["shape"]),
             train_rows=splits["train"].rows,
@@ -428,8 +432,14 @@ def read_groups(path: str, pieces: Sequence[Piece]) -> Iterator[tuple[np.ndarray
     import pyarrow.parquet as pq
 
     reader = pq.ParquetFile(path, pre_buffer=False)
-    for group, start, stop in pieces:
-        yield group_arrays(reader.read_row_group(int(group)).slice(start, stop - start))
+    for piece in pieces:
+        yield group_arrays(read_piece(reader, piece))
+
+
+def read_piece(reader: pq.ParquetFile, piece: Piece) -> pa.Table:
+    """One piece of a row group, from an open prepared file (a slice: no copy)."""
+    group, start, stop = piece
+    return reader.read_row_group(int(group)).slice(int(start), int(stop) - int(start))
 
 
 def group_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -481,17 +491,17 @@ def split_batches(
     rng = np.random.default_rng(list(shuffle_seed)) if shuffle_seed is not None else None
     order = rng.permutation(groups) if rng is not None else groups
     pieces = shard(split, rank, world_size, [int(g) for g in order], equal=rng is not None)
-    rows = sum(stop - start for _, start, stop in pieces)
-    yield from _rebatched(reader(split.path, pieces), batch_size, rows, rng)
+    yield from _rebatched(reader(split.path, pieces), batch_size, rng)
 
 
 def _rebatched(
-    blocks: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, quota: int, rng: np.random.Generator | None
+    blocks: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, rng: np.random.Generator | None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of `batch_size` rows across block boundaries, `quota` rows in all."""
+    """Every row of `blocks` in batches of `batch_size` across block boundaries, the last
+    batch the rest: workers given as many rows get as many batches."""
     held_x: list[np.ndarray] = []
     held_y: list[np.ndarray] = []
-    held = taken = 0
+    held = 0
     try:
         for x, y in blocks:
             if rng is not None:
@@ -500,22 +510,17 @@ def _rebatched(
             held_x.append(x)
             held_y.append(y)
             held += len(y)
-            while taken < quota and held >= min(batch_size, quota - taken):
-                size = min(batch_size, quota - taken)
-                batch, held_x, held_y = _take(held_x, held_y, size)
-                held -= size
-                taken += size
+            while held >= batch_size:
+                batch, held_x, held_y = _take(held_x, held_y, batch_size)
+                held -= batch_size
                 yield batch
-            if taken >= quota:
-                return
-        if held and taken < quota:
-            size = min(held, quota - taken)
-            batch, _, _ = _take(held_x, held_y, size)
+        if held:
+            batch, _, _ = _take(held_x, held_y, held)
             yield batch
     finally:
         close = getattr(blocks, "close", None)
         if close is not None:
-            close()  # a stream stopped at its quota releases its reader
+            close()  # a trainer that stops early releases the reader
 
 
 def _take(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.tables import Piece, group_arrays
+from trainers.tables import Piece, group_arrays, read_piece
 
 READ_TASK_CPUS = 0.2
 # Read tasks at once per reader: more only contend for the cores the trainer uses.
@@ -52,4 +52,4 @@ def _read_groups(path: str, batch: dict[str, np.ndarray]) -> Any:
 
     reader = pq.ParquetFile(path, pre_buffer=False)
     pieces = zip(batch["group"], batch["start"], batch["stop"], strict=True)
-    return pa.concat_tables([reader.read_row_group(int(g)).slice(int(a), int(b) - int(a)) for g, a, b in pieces])
+    return pa.concat_tables([read_piece(reader, piece) for piece in pieces])
