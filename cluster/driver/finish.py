@@ -20,6 +20,7 @@ from cluster.driver.recording import trial_config
 from cluster.driver.studyrun import StudyRun
 from cluster.serving.deploy import app_name
 from cluster.serving.package import LoadedModel, write_model_package
+from cluster.serving.pyfunc import model_requirements, save_mlflow_model
 from cluster.trial.context import load_checkpoint_state
 from cluster.trial.function import ADOPTED_AS
 from trainers.contract import DataShape, Task
@@ -38,7 +39,7 @@ class BestTrial:
 @dataclass(frozen=True)
 class RegisteredModel:
     test_metrics: dict[str, float]  # on the held-out rows; empty without any
-    model_uri: str  # the package's MLflow artifact URI
+    model_uri: str  # where the logged MLflow Model's files are (its artifact location)
     name: str  # the registered model, per owner
     version: int
 
@@ -89,12 +90,14 @@ def score(model: LoadedModel, batches: Iterable[tuple[np.ndarray, np.ndarray]]) 
 
 
 def register_best(run: StudyRun, best: BestTrial, package: Path, test_metrics: dict[str, float]) -> RegisteredModel:
-    """Logs the package and its scores under the study's parent run and registers it as a new
-    version of the owner's model named after the study."""
+    """Logs the package as an MLflow Model, and its scores, under the study's parent run, and
+    registers it as a new version of the owner's model named after the study."""
     name = app_name(run.study.owner, run.spec.name)  # registered models are per owner too
-    model_uri = run.tracker.log_best(best.trial_id, package, test_metrics)
-    version = run.tracker.register(name, model_uri)
-    return RegisteredModel(test_metrics, model_uri, name, version)
+    model_dir = package.with_name(f"{package.name}-mlflow")
+    save_mlflow_model(model_dir, LoadedModel(package, run.info), package, model_requirements())
+    logged = run.tracker.log_best(best.trial_id, model_dir, test_metrics)
+    version = run.tracker.register(name, logged)
+    return RegisteredModel(test_metrics, logged.artifact_location, name, version)
 
 
 def succeed(run: StudyRun, best: BestTrial, model: RegisteredModel) -> None:

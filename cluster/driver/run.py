@@ -154,7 +154,7 @@ def tune_and_finish(run: StudyRun) -> None:
     experiment_dir = os.path.join(run.settings.tune_storage, run.study_id)
     data = study_data(run.spec, run.info, run.settings.data_roots, experiment_dir)
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as directory:
-        package = Path(directory)
+        package = Path(directory) / "package"
         package_best(run, best, shape_of(data), package)
         test_metrics = score(LoadedModel(package, run.info), test_rows(data))
         model = register_best(run, best, package, test_metrics)

@@ -2,8 +2,8 @@
 
 The package is a directory with `model.json` (trainer, task, config, data shape) and
 `weights.pt` (a state dict). Weights load with `weights_only=True`: no pickled code crosses from a
-trial to a server. The driver writes and scores it, the server checks it before a deploy,
-and each Serve replica loads it.
+trial to a server. The driver writes and scores it and logs it inside an MLflow Model
+(`pyfunc`); the server checks it before a deploy, and each Serve replica loads it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from anneal.errors import FailedPrecondition
 from anneal.types import Prediction
@@ -23,6 +24,8 @@ from trainers.registry import resolve
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
+MLMODEL_FILE = "MLmodel"
+PACKAGE_ARTIFACT = "package"  # the artifact key of the package inside anneal's MLflow Model
 
 
 def write_model_package(
@@ -54,6 +57,7 @@ class LoadedModel:
         manifest = json.loads((directory / MODEL_FILE).read_text())
         info = info or resolve(manifest["trainer"])
         self.trainer: Trainer = info.load()
+        self.input_shape = info.input_shape  # () for rows of numbers
         self.task = Task(manifest.get("task", info.task.value))
         shape = manifest["shape"]
         # Packages written before regression existed name the outputs n_classes.
@@ -81,13 +85,32 @@ class LoadedModel:
         return self.trainer.predict(self.model, batch).reshape(len(batch), -1)
 
 
+def package_of(model_dir: Path) -> Path:
+    """The model package of a downloaded model: inside an MLflow Model, where its MLmodel file
+    says, kept inside the model's directory (the file could name any path); or the directory
+    itself, for a bare package as older versions logged it."""
+    if not (model_dir / MLMODEL_FILE).exists():
+        return model_dir
+    mlmodel = yaml.safe_load((model_dir / MLMODEL_FILE).read_text())
+    try:
+        relative = mlmodel["flavors"]["python_function"]["artifacts"][PACKAGE_ARTIFACT]["path"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{MLMODEL_FILE} names no {PACKAGE_ARTIFACT!r} artifact: not an anneal model") from None
+    root = model_dir.resolve()
+    package = (root / str(relative)).resolve()
+    if not package.is_relative_to(root):
+        raise ValueError(f"{MLMODEL_FILE} puts the package outside the model: {relative!r}")
+    return package
+
+
 def load_from_mlflow(model_uri: str, tracking_uri: str) -> LoadedModel:
-    """Fetches the model package from MLflow and rebuilds the model; the copy is removed after."""
+    """Fetches the model from MLflow and rebuilds it from its package, never running the model's
+    code file; the copy is removed after."""
     import mlflow.artifacts
 
     with tempfile.TemporaryDirectory(prefix="anneal-model-") as target:
         path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target, tracking_uri=tracking_uri)
-        return LoadedModel(Path(path))
+        return LoadedModel(package_of(Path(path)))
 
 
 def check_model_package(model_uri: str, tracking_uri: str) -> None:

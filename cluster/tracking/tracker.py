@@ -1,18 +1,21 @@
-"""MLflow: one experiment per study, a parent run for the study, a child run per trial,
-the best model's weights and config as artifacts, and a registered model version."""
+"""MLflow: one experiment per study, a parent run for the study, a child run per trial, the
+best model as an MLflow Model logged by the parent run, and a registered model version."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+import mlflow
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 MODEL_ARTIFACT_PATH = "model"
 MAX_PARAMS_PER_BATCH = 100
@@ -128,22 +131,38 @@ class MlflowTracker:
             self.client.set_tag(run_id, "anneal.error", error[:5000])
         self.client.set_terminated(run_id, status)
 
-    def log_best(self, trial_id: str, model_dir: Path, metrics: Mapping[str, float]) -> str:
-        """Logs the best model under the parent run; returns its artifact URI."""
+    def log_best(self, trial_id: str, model_dir: Path, metrics: Mapping[str, float]) -> LoggedModel:
+        """Logs the best model, an MLflow Model saved at `model_dir`, as a model of the study's
+        parent run (with the held-out `metrics` on the run)."""
         self.client.set_tag(self.parent_run_id, "anneal.best_trial_id", trial_id)
         if metrics:
             self.log_metrics(self.parent_run_id, metrics, step=0)
-        self.client.log_artifacts(self.parent_run_id, str(model_dir), MODEL_ARTIFACT_PATH)
-        run = self.client.get_run(self.parent_run_id)
-        return f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+        model = self.client.create_logged_model(
+            self.experiment_id,
+            name=MODEL_ARTIFACT_PATH,
+            source_run_id=self.parent_run_id,
+            tags={"anneal.trial_id": trial_id},
+            model_type="anneal",
+        )
+        self.client.log_outputs(self.parent_run_id, [LoggedModelOutput(model.model_id, step=0)])
+        self.client.log_model_artifacts(model.model_id, str(model_dir))
+        return self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
 
-    def register(self, name: str, model_uri: str) -> int:
+    def register(self, name: str, model: LoggedModel) -> int:
+        """A new version of the registered model `name` for the logged `model`."""
         try:
             self.client.create_registered_model(name, tags={"anneal": "true"})
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        version = self.client.create_model_version(name, source=model_uri, run_id=self.parent_run_id)
+        # MLflow's registry looks a models:/ source up through the process's global tracking URI,
+        # not this client's; every anneal process records into the one MLflow its settings name.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        version = self.client.create_model_version(name, source=f"models:/{model.model_id}", run_id=self.parent_run_id)
+        # The link the MLflow UI shows on the logged model, as `mlflow.register_model` makes it.
+        self.client.set_logged_model_tags(
+            model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": version.version}])}
+        )
         return int(version.version)
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:

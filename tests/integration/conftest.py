@@ -159,6 +159,40 @@ def serve_apps(stack: Stack) -> Iterator[list[str]]:
         remove_serve_app(stack, name)
 
 
+PYFUNC_PREDICT = """
+import json, sys
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model(sys.argv[1])
+examples = np.asarray(json.load(sys.stdin), dtype=np.float32)
+records = model.predict(examples).to_dict(orient="records")
+print(json.dumps(records, default=lambda value: value.tolist()))  # numpy values, exactly
+"""
+
+
+def pyfunc_answers(stack: Stack, model: str, version: int, examples: list[Any]) -> list[dict[str, Any]]:
+    """What `mlflow.pyfunc.load_model("models:/<model>/<version>")` answers for `examples`, in a
+    fresh process that knows only the tracking URI (and refuses pickles, as anneal does). The
+    session's PYTHONPATH holds the example trainer package, as a user's environment would."""
+    import json
+
+    environment = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": stack.settings.mlflow_tracking_uri,
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", PYFUNC_PREDICT, f"models:/{model}/{version}"],
+        input=json.dumps(examples),
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answers
+
+
 def small_spec(name: str, **changes: object) -> StudySpec:
     """digits, 4 trials of 4 epochs, 2 at a time: a real study that ends in seconds."""
     data = StudySpec.load(REPO / "examples" / "digits.yaml").to_dict()

@@ -22,7 +22,7 @@ from anneal.convert import spec_to_pb
 from anneal.types import EventKind, StudyEvent
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1 import anneal_pb2_grpc as rpc
-from tests.integration.conftest import Stack, small_spec
+from tests.integration.conftest import Stack, pyfunc_answers, small_spec
 from tests.integration.test_driver_restart import (
     assert_one_mlflow_run_per_trial_with_every_epoch_once,
     kill_driver,
@@ -273,3 +273,5 @@ def test_a_regressor_study_is_served_with_values_and_scored_by_rmse_and_r2(stack
         serve_apps.append(deployment.name)
         predictions = client.predict(deployment.name, data.x_test[:5].tolist())
     assert all(len(p.values) == 1 and 0 < p.values[0] < 400 and not p.probabilities for p in predictions)
+    answers = pyfunc_answers(stack, study.registered_model, study.registered_model_version, data.x_test[:5].tolist())
+    assert [a["values"] for a in answers] == [p.values for p in predictions]

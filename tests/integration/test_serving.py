@@ -14,8 +14,8 @@ import torch
 
 from anneal import Client, Deployment, FailedPrecondition, InvalidArgument, NotFound, Study, StudyState
 from anneal.types import DeploymentState
-from cluster.serving.package import WEIGHTS_FILE
-from tests.integration.conftest import Stack, small_spec
+from cluster.serving.package import WEIGHTS_FILE, package_of
+from tests.integration.conftest import Stack, pyfunc_answers, small_spec
 from trainers.datasets import load_splits
 
 pytestmark = pytest.mark.integration
@@ -55,6 +55,9 @@ def test_deploy_and_predict_match_the_reported_accuracy(stack: Stack, serve_apps
         assert all(abs(sum(p.probabilities) - 1) < 1e-4 for p in predictions)
         served = sum(p.label == y for p, y in zip(predictions, data.y_test.tolist(), strict=True)) / len(predictions)
         assert served == pytest.approx(study.best_test_metrics["test_accuracy"], abs=0.02)
+        # The registered MLflow Model answers exactly what Predict answers.
+        answers = pyfunc_answers(stack, study.registered_model, study.registered_model_version, data.x_test.tolist())
+        assert [(a["label"], a["probabilities"]) for a in answers] == [(p.label, p.probabilities) for p in predictions]
 
         # Bad rows are bad arguments, not a bad spec: the client raises InvalidArgument itself.
         with pytest.raises(InvalidArgument, match="rows") as caught:
@@ -90,7 +93,7 @@ class Payload:
 def tampered_model_is_refused_and_the_running_one_serves_on(
     client: Client, study: Study, deployment: Deployment, rows: list[list[float]]
 ) -> None:
-    weights = Path(study.model_uri.removeprefix("file://")) / WEIGHTS_FILE
+    weights = package_of(Path(study.model_uri.removeprefix("file://"))) / WEIGHTS_FILE
     marker = weights.parent / "payload-ran"
     torch.save({"layers.0.weight": Payload(marker)}, weights)
     before = client.predict(deployment.name, rows)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from anneal import Study, StudyEvent, StudySpec, StudyState, TrialState
@@ -85,10 +87,18 @@ def test_mlflow_has_one_child_run_per_trial_with_its_metrics(stack: Stack, finis
     parent = mlflow.get_run(study.mlflow_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["anneal.best_trial_id"] == study.best_trial.trial_id  # type: ignore[union-attr]
-    artifacts = {a.path for a in mlflow.list_artifacts(study.mlflow_run_id, "model")}
-    assert artifacts == {"model/model.json", "model/weights.pt"}
+    (model,) = mlflow.search_logged_models(experiment_ids=[study.mlflow_experiment_id])
+    assert model.source_run_id == study.mlflow_run_id and model.status == "READY"
     version = mlflow.get_model_version(study.registered_model, str(study.registered_model_version))
-    assert version.run_id == study.mlflow_run_id
+    assert version.run_id == study.mlflow_run_id and version.source == f"models:/{model.model_id}"
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": version.name, "version": version.version}]
+    assert study.model_uri == model.artifact_location
+    files = {a.path for a in mlflow.list_logged_model_artifacts(model.model_id)}
+    assert {"MLmodel", "mlflow_model.py", "input_example.json", "requirements.txt"} <= files
+    assert not any(path.endswith((".pkl", ".pyc")) for path in files)
+    signature = Model.load(model.artifact_location).signature
+    assert signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 64)}}]
+    assert signature.outputs.input_names() == ["label", "probabilities"]
 
 
 def test_list_studies_includes_it(stack: Stack, finished: Finished) -> None:
