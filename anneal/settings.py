@@ -22,6 +22,8 @@ DEV_TOKEN_FILE = "dev-token"
 # Settings that stay out of Ray, whose job environments the Jobs API shows.
 SECRET_FIELDS = frozenset({"token", "tokens"})
 SECRET_ENV = frozenset(f"ANNEAL_{name.upper()}" for name in SECRET_FIELDS)
+# Tracking URIs MLflow serves through its REST client: a server with an artifact store of its own.
+TRACKING_SERVER_SCHEMES = frozenset({"http", "https", "databricks"})
 
 
 class Settings(BaseSettings):
@@ -31,7 +33,13 @@ class Settings(BaseSettings):
     grpc_address: str = Field("127.0.0.1:50051", description="Where the gRPC server listens / clients connect.")
     store_url: str = Field("", description="SQLAlchemy URL of the store; default SQLite under home.")
     mlflow_tracking_uri: str = Field("", description="MLflow tracking URI; default SQLite under home.")
-    mlflow_artifact_root: str = Field("", description="Where MLflow keeps artifacts; default under home.")
+    mlflow_artifact_root: str = Field(
+        "",
+        description="Where MLflow keeps each study's artifacts (the model package), under <root>/<study id>. "
+        "Default: the tracking server's own artifact store when mlflow_tracking_uri names a server (http, https "
+        "or databricks; run `mlflow server --serve-artifacts` so every node reaches it through the server), else "
+        "home/mlartifacts, which only this node reaches.",
+    )
     tune_storage: str = Field("", description="Ray Tune storage path; default home/experiments.")
     ray_address: str = Field("", description="GCS address of the Ray cluster (host:port).")
     ray_dashboard_url: str = Field("", description="Ray dashboard / Jobs API URL.")
@@ -130,12 +138,13 @@ class Settings(BaseSettings):
 
     def with_defaults(self) -> Settings:
         home = self.home.expanduser().resolve()
+        tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
         return self.model_copy(
             update={
                 "home": home,
                 "store_url": self.store_url or f"sqlite:///{home / 'anneal.db'}",
-                "mlflow_tracking_uri": self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}",
-                "mlflow_artifact_root": self.mlflow_artifact_root or str(home / "mlartifacts"),
+                "mlflow_tracking_uri": tracking_uri,
+                "mlflow_artifact_root": self.mlflow_artifact_root or default_artifact_root(home, tracking_uri),
                 "tune_storage": self.tune_storage or str(home / "experiments"),
                 "data_roots": self.data_roots or [str(home / "data")],
             }
@@ -154,6 +163,20 @@ def _env_value(value: Any) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    """Whether MLflow reaches `tracking_uri` through a tracking server's REST API (http, https,
+    databricks or databricks://profile) rather than opening a database or folder itself."""
+    scheme = tracking_uri.strip().partition(":")[0].lower()
+    return scheme in TRACKING_SERVER_SCHEMES
+
+
+def default_artifact_root(home: Path, tracking_uri: str) -> str:
+    """Where artifacts go when no root is set: "" (each experiment takes the tracking server's
+    default, which every node reaches through the server) for a server; else a folder under
+    home, since a database or folder tracking store has no artifact store of its own."""
+    return "" if is_tracking_server(tracking_uri) else str(home / "mlartifacts")
 
 
 def is_loopback(address: str) -> bool:

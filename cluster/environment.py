@@ -33,7 +33,11 @@ def child_env(settings: Settings, *, secrets: bool = True) -> dict[str, str]:
 
 def job_env(settings: Settings) -> dict[str, str]:
     """The environment variables of a study driver's Ray job: the settings without secrets
-    (the Jobs API shows a job's environment), Ray token auth, no telemetry, Ray Train's pace."""
+    (the Jobs API shows a job's environment), Ray token auth, no telemetry, Ray Train's pace.
+    Every setting is named, empty ones too: a job inherits the environment its cluster was
+    started with (perhaps another server's settings), and an empty `ANNEAL_MLFLOW_ARTIFACT_ROOT`
+    (a tracking server's own artifact store) must replace that cluster's folder, not fall back
+    to it."""
     return {**settings.to_env(), **RAY_TOKEN_ENV, **NO_TELEMETRY_ENV, **RAY_TRAIN_ENV}
 
 

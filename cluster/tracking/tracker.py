@@ -55,6 +55,9 @@ class MlflowTracker:
     """What the study driver writes to MLflow. Not thread-safe; the Tune loop calls it serially."""
 
     def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+        """`artifact_root` "" leaves each study's artifacts where the tracking store puts them by
+        default: a tracking server's own artifact store (`mlflow-artifacts:/...` with
+        `--serve-artifacts`), reached through the server from any node."""
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.client = open_client(tracking_uri)
@@ -82,7 +85,7 @@ class MlflowTracker:
         else:
             self.experiment_id = self.client.create_experiment(
                 experiment_name,
-                artifact_location=f"{self.artifact_root}/{study_id}",
+                artifact_location=self.artifact_location(study_id),
                 tags={"anneal.study_id": study_id, "anneal.study_name": name},
             )
         run = self.client.create_run(
@@ -93,6 +96,10 @@ class MlflowTracker:
         self.parent_run_id = run.info.run_id
         self._log_params(self.parent_run_id, fixed_params)
         self.client.log_text(self.parent_run_id, spec_yaml, "study.yaml")
+
+    def artifact_location(self, study_id: str) -> str | None:
+        """The study's experiment's artifact location: under the root, or None for the store's default."""
+        return f"{self.artifact_root}/{study_id}" if self.artifact_root else None
 
     def start_trial(self, trial_id: str) -> str:
         """A child run for the trial; its params go with its first metrics (`log_batch`)."""

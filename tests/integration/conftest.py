@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,34 @@ def stack() -> Iterator[Stack]:
         stop_group(cluster.ray_pid, RAY_STOP_S)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(cluster.ray_temp_dir, ignore_errors=True)
+
+
+def settings_beside(stack: Stack, home: Path, **changes: Any) -> Settings:
+    """Settings of another anneal server on the session's Ray cluster, Serve and principals: its
+    own home, under which its store, MLflow and Tune storage lie unless `changes` name others."""
+    own: dict[str, Any] = {
+        "home": home,
+        "store_url": "",
+        "mlflow_tracking_uri": "",
+        "mlflow_artifact_root": "",
+        "tune_storage": "",
+        "data_roots": [],
+    }
+    return stack.settings.model_copy(update={**own, **changes}).with_defaults()
+
+
+@contextmanager
+def server_beside(settings: Settings) -> Iterator[str]:
+    """Another plaintext loopback server on the session's cluster, with `settings`; yields its
+    address. It keeps no standby driver (its keeper does not run): each of its studies gets a Ray
+    job of its own, so nothing of it outlives its studies."""
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as `anneal up` makes it
+    service = build_service(settings)
+    server = start_server(service, "127.0.0.1:0", server_security(settings), tend_drivers=False)
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop(grace_s=1)
 
 
 def remove_serve_app(stack: Stack, name: str, owner: str = "alice") -> None:
