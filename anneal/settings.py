@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     ray_address: str = Field("", description="GCS address of the Ray cluster (host:port).")
     ray_dashboard_url: str = Field("", description="Ray dashboard / Jobs API URL.")
     serve_http_port: int = Field(8000, description="Port of Ray Serve's HTTP proxy (loopback).")
+    metrics_port: int = Field(
+        50052,
+        ge=0,
+        le=65535,
+        description="Port of the server's Prometheus metrics (HTTP, /metrics, no authentication); 0 picks a free one.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Where the metrics endpoint listens; loopback unless set (it answers anyone who reaches it).",
+    )
     reflection: bool = Field(False, description="Serve gRPC reflection.")
     num_cpus: int = Field(0, ge=0, description="CPUs the local Ray head offers; 0 means all.")
     num_gpus: int = Field(
@@ -131,7 +141,7 @@ class Settings(BaseSettings):
         cluster_file = settings.home / CLUSTER_FILE
         if cluster_file.exists():
             recorded = json.loads(cluster_file.read_text())
-            for key in ("grpc_address", "ray_address", "ray_dashboard_url", "serve_http_port"):
+            for key in ("grpc_address", "ray_address", "ray_dashboard_url", "serve_http_port", "metrics_port"):
                 if key not in given and key not in settings.model_fields_set and key in recorded:
                     setattr(settings, key, recorded[key])
         return settings.with_defaults()

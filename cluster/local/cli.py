@@ -39,7 +39,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     cluster = up(settings, log=console.print)
     out.print(
         f"anneal is up: gRPC {cluster.grpc_address}, Ray dashboard {cluster.ray_dashboard_url}, "
-        f"Serve HTTP http://127.0.0.1:{cluster.serve_http_port}"
+        f"Serve HTTP http://127.0.0.1:{cluster.serve_http_port}, "
+        f"metrics http://{settings.metrics_host}:{cluster.metrics_port}/metrics"
     )
     return 0
 

@@ -42,6 +42,7 @@ class LocalCluster:
     grpc_address: str
     serve_http_port: int
     ray_temp_dir: str
+    metrics_port: int = 0  # the server's Prometheus endpoint; 0 in a file written before it had one
 
 
 def free_port() -> int:
@@ -135,8 +136,8 @@ def start_ray(settings: Settings, cluster: LocalCluster, dashboard_port: int, lo
 def plan_cluster(settings: Settings) -> tuple[LocalCluster, Settings, int]:
     """Free loopback ports for a new local cluster, and the settings that point at it."""
     gcs_port, dashboard_port = free_port(), free_port()
-    wanted = settings.serve_http_port
-    serve_port = wanted if wanted and port_is_free(wanted) else free_port()
+    serve_port = _port_or_free(settings.serve_http_port)
+    metrics_port = _port_or_free(settings.metrics_port)
     host, _, grpc_port = settings.grpc_address.rpartition(":")
     grpc_address = settings.grpc_address
     if int(grpc_port) == 0 or not port_is_free(int(grpc_port)):
@@ -149,6 +150,7 @@ def plan_cluster(settings: Settings) -> tuple[LocalCluster, Settings, int]:
         grpc_address=grpc_address,
         serve_http_port=serve_port,
         ray_temp_dir=ray_temp_dir(settings.home),
+        metrics_port=metrics_port,
     )
     configured = settings.model_copy(
         update={
@@ -156,9 +158,15 @@ def plan_cluster(settings: Settings) -> tuple[LocalCluster, Settings, int]:
             "ray_dashboard_url": cluster.ray_dashboard_url,
             "grpc_address": grpc_address,
             "serve_http_port": serve_port,
+            "metrics_port": metrics_port,
         }
     )
     return cluster, configured, dashboard_port
+
+
+def _port_or_free(wanted: int) -> int:
+    """`wanted` when it is set and free on loopback, else a free port."""
+    return wanted if wanted and port_is_free(wanted) else free_port()
 
 
 def ensure_ray_token(env: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from anneal.settings import Settings
 from anneal.types import StudyState
@@ -21,10 +22,13 @@ DRIVER_KEEPER_INTERVAL_S = 1.0
 
 
 class DriverKeeper:
-    def __init__(self, settings: Settings, store: Store, jobs: Jobs) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, jobs: Jobs, *, restarted: Callable[[], None] = lambda: None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.jobs = jobs
+        self.restarted = restarted  # told of each driver it starts again (the server's metrics count them)
 
     def keep_drivers(self, stop: threading.Event, interval_s: float = DRIVER_KEEPER_INTERVAL_S) -> None:
         """Runs `tend_drivers` every `interval_s` until `stop` is set (the server's keeper thread)."""
@@ -71,3 +75,4 @@ class DriverKeeper:
             new_job_id,
         )
         self.jobs.submit_restart(study_id, new_job_id, resume=state is StudyState.RUNNING)
+        self.restarted()

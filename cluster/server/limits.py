@@ -72,6 +72,11 @@ class StreamSlots:
         self._open: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def total(self) -> int:
+        """Streams open now, of every principal."""
+        with self._lock:
+            return sum(self._open.values())
+
     @contextlib.contextmanager
     def hold(self, owner: str) -> Iterator[None]:
         with self._lock:

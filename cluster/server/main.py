@@ -1,6 +1,6 @@
 """The server process (`anneal serve`): builds the service, starts the gRPC server with its
-interceptor, health and reflection services and the driver keeper's thread, and drains on
-SIGTERM or SIGINT."""
+interceptor, health and reflection services, its metrics endpoint and the driver keeper's
+thread, and drains on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from anneal.settings import Settings
+from anneal.settings import Settings, is_loopback
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1 import anneal_pb2_grpc as pb_grpc
 from cluster.environment import connect_ray
 from cluster.server.interceptor import TokenInterceptor
+from cluster.server.metrics import MetricsEndpoint, serve_metrics
 from cluster.server.security import ServerSecurity, server_security
 from cluster.server.service import AnnealService
 from cluster.server.servicer import AnnealServicer
@@ -35,17 +36,25 @@ class RunningServer:
     """A started gRPC server and what is needed to stop it cleanly."""
 
     def __init__(
-        self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, stopping: threading.Event
+        self,
+        server: grpc.Server,
+        port: int,
+        health_servicer: health.HealthServicer,
+        stopping: threading.Event,
+        metrics: MetricsEndpoint | None = None,
     ):
         self.server = server
         self.port = port
         self.health = health_servicer
         self.stopping = stopping
+        self.metrics = metrics
 
     def stop(self, grace_s: float = 5.0) -> None:
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.metrics is not None:  # scrapes go on answering while the calls drain
+            self.metrics.stop()
 
 
 def start_server(
@@ -55,10 +64,13 @@ def start_server(
     *,
     reflection_on: bool = False,
     tend_drivers: bool = True,
+    metrics_address: tuple[str, int] | None = None,
 ) -> RunningServer:
     """Starts serving on `address` (port 0 picks a free one) and returns at once. Every call but
     the health service's needs a token of `security`; with its credentials, over TLS. Without
-    `tend_drivers`, another server of the same service keeps the study drivers."""
+    `tend_drivers`, another server of the same service keeps the study drivers. With
+    `metrics_address` (host, port; port 0 picks a free one), the service's metrics are served
+    over HTTP there."""
     stopping = threading.Event()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="anneal-rpc"),
@@ -78,6 +90,7 @@ def start_server(
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
+    metrics = _serve_metrics_or_stop(service, server, metrics_address) if metrics_address else None
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -86,7 +99,17 @@ def start_server(
             target=service.keeper.keep_drivers, args=(stopping,), name="anneal-driver-keeper", daemon=True
         )
         keeper.start()
-    return RunningServer(server, port, health_servicer, stopping)
+    return RunningServer(server, port, health_servicer, stopping, metrics)
+
+
+def _serve_metrics_or_stop(service: AnnealService, server: grpc.Server, address: tuple[str, int]) -> MetricsEndpoint:
+    """The metrics endpoint, started before the gRPC server serves: a port in use fails the
+    start-up, and the gRPC server's bound port is let go."""
+    try:
+        return serve_metrics(service.metrics.registry, *address)
+    except OSError:
+        server.stop(None)
+        raise
 
 
 def build_service(settings: Settings) -> AnnealService:
@@ -130,10 +153,22 @@ def serve_forever(settings: Settings) -> None:
     """`anneal serve`: runs until SIGTERM or SIGINT, then drains in-flight calls."""
     security = server_security(settings)  # refuses an exposed address before anything starts
     service = build_service(settings)
-    running = start_server(service, settings.grpc_address, security, reflection_on=settings.reflection)
+    metrics_address = (settings.metrics_host, settings.metrics_port)
+    running = start_server(
+        service, settings.grpc_address, security, reflection_on=settings.reflection, metrics_address=metrics_address
+    )
     transport = "mutual TLS" if security.mutual_tls else "TLS" if security.credentials else "plaintext"
     log.info("anneal gRPC server listening on %s (%s, bearer tokens)", settings.grpc_address, transport)
+    assert running.metrics is not None
+    _log_metrics_endpoint(settings.metrics_host, running.metrics.port)
     wait_for_stop_signal()
     log.info("shutting down")
     running.stop()
     service.jobs.stop_standby()
+
+
+def _log_metrics_endpoint(host: str, port: int) -> None:
+    address = f"{host}:{port}"
+    log.info("Prometheus metrics at http://%s/metrics", address)
+    if not is_loopback(address):
+        log.warning("the metrics endpoint %s answers anyone who reaches it: keep it on a private network", address)

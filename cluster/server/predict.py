@@ -129,6 +129,17 @@ class PredictRouter:
             raise
         return answers
 
+    def known_deployment(self, name: str, principal: Principal) -> DeploymentKey | None:
+        """(owner, name) of the stored deployment `name` names for the principal, or None when
+        there is none. A deployment Predict has a route to is known without asking the store."""
+        try:
+            key = deployment_key(name, principal)
+            if key not in self._routes:
+                stored_deployment(self.store, key, name)
+        except NotFound:
+            return None
+        return key
+
     def forget(self, key: DeploymentKey) -> None:
         """Drops the deployment's route: the next call looks it up afresh."""
         self._routes.pop(key, None)

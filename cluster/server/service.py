@@ -1,6 +1,6 @@
-"""The server's units, built once: the study and deployment domain, Predict routing and the
-driver keeper, over one store and one Jobs launcher. The servicer calls them; the keeper
-runs on a thread of its own."""
+"""The server's units, built once: the study and deployment domain, Predict routing, the
+driver keeper and the metrics, over one store and one Jobs launcher. The servicer calls
+them; the keeper runs on a thread of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from anneal.settings import Settings
 from cluster.server.deployments import Deployments
 from cluster.server.jobs import Jobs
 from cluster.server.keeper import DriverKeeper
+from cluster.server.metrics import ServerMetrics
 from cluster.server.predict import PredictRouter
 from cluster.server.studies import Studies
 from cluster.store.store import Store
@@ -24,11 +25,13 @@ class AnnealService:
     deployments: Deployments
     predictions: PredictRouter
     keeper: DriverKeeper
+    metrics: ServerMetrics
 
     @classmethod
     def build(cls, settings: Settings, store: Store, jobs: Jobs) -> AnnealService:
         studies = Studies(settings, store, jobs)
         predictions = PredictRouter(settings, store)
         deployments = Deployments(settings, store, studies, predictions)
-        keeper = DriverKeeper(settings, store, jobs)
-        return cls(settings, store, jobs, studies, deployments, predictions, keeper)
+        metrics = ServerMetrics(store, studies.open_watch_streams)
+        keeper = DriverKeeper(settings, store, jobs, restarted=metrics.driver_restarted)
+        return cls(settings, store, jobs, studies, deployments, predictions, keeper, metrics)

@@ -29,11 +29,20 @@ MAX_MESSAGE_BYTES = 2048
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _abort(context: grpc.ServicerContext, error: Exception) -> None:
+def status_of(error: Exception) -> grpc.StatusCode:
     """The one mapping from exceptions to status codes: an AnnealError answers its class's code;
-    anything else (a bare AnnealError included, which has none) is an internal error with an id."""
+    anything else (a bare AnnealError included, which has none) is an internal error."""
     if isinstance(error, AnnealError) and error.code is not grpc.StatusCode.UNKNOWN:
-        context.abort(error.code, _fitting(str(error)))
+        return error.code
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, error: Exception) -> None:
+    """Answers `error` with its code (`status_of`) and message; an error without a code of its
+    own with an incident id instead, its details left in the log."""
+    code = status_of(error)
+    if isinstance(error, AnnealError) and code is error.code:
+        context.abort(code, _fitting(str(error)))
     incident = uuid.uuid4().hex[:12]
     log.error("internal error %s", incident, exc_info=error)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log")
@@ -116,10 +125,13 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
 
     @mapped
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
-        rows = [list(row.values) for row in request.rows]
-        tensors = [convert.tensor_from_pb(t) for t in request.tensors]
-        predictions = self.service.predictions.predict(request.deployment, rows, principal_of(context), tensors)
-        return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])
+        router, principal = self.service.predictions, principal_of(context)
+        deployment = functools.partial(router.known_deployment, request.deployment, principal)
+        with self.service.metrics.predict_call(deployment, status_of):
+            rows = [list(row.values) for row in request.rows]
+            tensors = [convert.tensor_from_pb(t) for t in request.tensors]
+            predictions = router.predict(request.deployment, rows, principal, tensors)
+            return pb.PredictResponse(predictions=[convert.prediction_to_pb(p) for p in predictions])
 
     @mapped
     def ListTrainers(self, request: pb.ListTrainersRequest, context: grpc.ServicerContext) -> pb.ListTrainersResponse:

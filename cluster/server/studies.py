@@ -98,6 +98,9 @@ class Studies:
                         return
                     time.sleep(poll_s)
 
+    def open_watch_streams(self) -> int:
+        return self._watches.total()
+
     def cancel_study(self, study_id: str, principal: Principal) -> Study:
         """Stops a pending or running study; cancelling a cancelled study is harmless."""
         study = self.get_study(study_id, principal)

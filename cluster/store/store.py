@@ -14,7 +14,7 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,6 +36,8 @@ from anneal.types import (
 from cluster.store.engine import WRITE, create_engine
 from cluster.store.schema import ACTIVE_STATES, deployments, events, metadata, studies, trials
 from cluster.store.upgrade import upgrade
+
+StateT = TypeVar("StateT", StudyState, TrialState)
 
 
 def now() -> datetime:
@@ -177,6 +179,10 @@ class Store:
             ).scalar_one()
         return count
 
+    def studies_by_state(self) -> dict[StudyState, int]:
+        """How many studies are in each state, every state listed (one grouped query)."""
+        return _by_state(self.engine, studies, StudyState)
+
     def update_study(self, study_id: str, **values: Any) -> None:
         if "best_test_metrics" in values:
             values["best_test_metrics"] = json.dumps(values["best_test_metrics"])
@@ -241,6 +247,11 @@ class Store:
             for trial, kind, moment in updates:
                 self._upsert_trial(conn, study_id, trial)
                 self._add_event(conn, study_id, kind, moment, trial_id=trial.trial_id)
+
+    def trials_by_state(self) -> dict[TrialState, int]:
+        """How many trials of every study are in each state, every state listed: RUNNING ones
+        have started and not ended, the others ended that way."""
+        return _by_state(self.engine, trials, TrialState)
 
     def _upsert_trial(self, conn: Connection, study_id: str, trial: Trial) -> None:
         values = {
@@ -329,6 +340,14 @@ class Store:
             error=row.error,
             max_batch_size=row.max_batch_size,
         )
+
+
+def _by_state(engine: sa.Engine, table: sa.Table, states: type[StateT]) -> dict[StateT, int]:
+    """Rows of `table` per value of its state column, zero for the states no row is in."""
+    query = sa.select(table.c.state, sa.func.count()).group_by(table.c.state)
+    with engine.connect() as conn:
+        counted = {state: count for state, count in conn.execute(query).tuples()}
+    return {state: counted.get(state.value, 0) for state in states}
 
 
 def _trial_from_row(row: Any) -> Trial:

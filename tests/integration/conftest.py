@@ -1,4 +1,5 @@
-"""One local Ray cluster for the whole integration session, and a real gRPC server on port 0.
+"""One local Ray cluster for the whole integration session, and a real gRPC server on port 0
+with its metrics endpoint on another free loopback port.
 
 The Ray head is started the way `anneal up` starts it (own temp dir, loopback
 ports, token authentication on) under a temporary ANNEAL_HOME, and stopped at
@@ -61,6 +62,12 @@ class Stack:
     service: AnnealService
     installed_with: str  # the guide's command that installed the example trainer package
 
+    @property
+    def metrics_port(self) -> int:
+        """Where the session's server answers Prometheus scrapes (HTTP, 127.0.0.1)."""
+        assert self.server.metrics is not None
+        return self.server.metrics.port
+
     def channel(self) -> grpc.Channel:
         """A raw mutual-TLS channel to the session's server; calls need `metadata(...)`."""
         tls = self.certificates
@@ -118,6 +125,8 @@ def stack() -> Iterator[Stack]:
         object_store_mb=OBJECT_STORE_MB,
     )
     cluster, settings, dashboard_port = plan_cluster(base)
+    # Every server a test starts, this one's included, picks a free port for its metrics.
+    settings = settings.model_copy(update={"metrics_port": 0})
     cluster.ray_pid = start_ray(settings, cluster, dashboard_port, log=lambda _: None)
     server = None
     try:
@@ -125,7 +134,8 @@ def stack() -> Iterator[Stack]:
         security = server_security(settings.model_copy(update={**tls, "tls_ca_file": certificates.ca}))
         assert security.mutual_tls
         service = build_service(settings)
-        server = start_server(service, "127.0.0.1:0", security, reflection_on=True)
+        metrics_address = (settings.metrics_host, settings.metrics_port)
+        server = start_server(service, "127.0.0.1:0", security, reflection_on=True, metrics_address=metrics_address)
         address = f"127.0.0.1:{server.port}"
         yield Stack(settings, cluster, server, address, tokens, certificates, service, installed)
     finally:

@@ -10,7 +10,8 @@ import pytest
 
 from tests.unit.helpers import ROOT
 
-HEAVY = ("ray", "torch", "mlflow", "optuna", "sklearn")
+# The server's dependencies (its extra), which a client machine may lack.
+HEAVY = ("ray", "torch", "mlflow", "optuna", "sklearn", "prometheus_client")
 
 # trainers.registry is read by the server to validate specs; it too must not load torch or sklearn.
 # cluster.local.cli is where the `anneal` command enters, for the client's commands too.

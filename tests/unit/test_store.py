@@ -519,6 +519,24 @@ def test_count_studies_by_state(store: Store, example_spec: StudySpec) -> None:
     assert store.count_studies([StudyState.SUCCEEDED]) == 0
 
 
+def test_studies_and_trials_by_state_list_every_state(store: Store, example_spec: StudySpec) -> None:
+    assert store.studies_by_state() == {state: 0 for state in StudyState}
+    assert store.trials_by_state() == {state: 0 for state in TrialState}
+    first = store.create_study(example_spec).study_id
+    store.create_study(example_spec.model_copy(update={"name": "other"}))
+    start(store, first)
+    store.record_trial(first, trial("t0"), EventKind.TRIAL_STARTED)
+    store.record_trial(first, trial("t1", TrialState.COMPLETED), EventKind.TRIAL_ENDED)
+    store.record_trial(first, trial("t2", TrialState.ERROR), EventKind.TRIAL_ENDED)
+    studies = store.studies_by_state()
+    assert (studies[StudyState.PENDING], studies[StudyState.RUNNING], studies[StudyState.SUCCEEDED]) == (1, 1, 0)
+    trials = store.trials_by_state()
+    assert (trials[TrialState.RUNNING], trials[TrialState.COMPLETED], trials[TrialState.ERROR]) == (1, 1, 1)
+    assert trials[TrialState.CANCELLED] == 0
+    assert store.transition(first, [StudyState.RUNNING], StudyState.CANCELLED)  # its running trial is cancelled
+    assert store.trials_by_state()[TrialState.CANCELLED] == 1 and store.trials_by_state()[TrialState.RUNNING] == 0
+
+
 def test_a_plain_postgresql_url_uses_the_shipped_driver(postgres_server: str, example_spec: StudySpec) -> None:
     with postgres.fresh_database(postgres_server) as url:
         plain = url.replace("postgresql+psycopg://", "postgresql://")
