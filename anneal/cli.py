@@ -21,8 +21,8 @@ from rich.table import Table
 from anneal.client import Client
 from anneal.errors import AnnealError
 from anneal.settings import Settings
-from anneal.spec import StudySpec
-from anneal.types import EventKind, Study, StudyState, TrainerDescription, TrialState
+from anneal.spec import AUTOSCALING_FIELDS, StudySpec
+from anneal.types import Deployment, EventKind, Study, StudyState, TrainerDescription, TrialState
 
 console = Console(stderr=True)
 out = Console()
@@ -138,13 +138,63 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    scaling = {name: getattr(args, name) for name in AUTOSCALING_FIELDS if getattr(args, name) is not None}
     with _client(args) as client:
-        deployment = client.deploy(args.study_id, args.replicas)
-        out.print(
-            f"deployment {deployment.name}: {deployment.state.value}, {deployment.replicas} replica(s), "
-            f"HTTP route {deployment.route}"
+        deployment = client.deploy(
+            args.study_id or "", args.replicas, name=args.name, model=args.model, version=args.version, **scaling
         )
+    print_deployment(deployment)
     return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print_deployment(client.rollback(args.name))
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print_deployment(client.delete_deployment(args.name))
+    return 0
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.name:
+            print_deployment(client.get_deployment(args.name))
+            return 0
+        table = Table("deployment", "state", "serving", "previous", "replicas", "route")
+        for d in client.list_deployments():
+            previous = f"{d.previous.registered_model} v{d.previous.version}" if d.previous else ""
+            replicas = f"{d.replicas_running}/{d.replicas_wanted}"
+            table.add_row(f"{d.owner}/{d.name}", d.state.value, _version_text(d), previous, replicas, d.route)
+        out.print(table)
+    return 0
+
+
+def _version_text(deployment: Deployment) -> str:
+    return f"{deployment.registered_model} v{deployment.model_version}" if deployment.registered_model else ""
+
+
+def print_deployment(d: Deployment) -> None:
+    out.print(f"deployment {d.owner}/{d.name}: {d.state.value}, HTTP route {d.route}")
+    out.print(f"  serving {_version_text(d)} (study {d.study_id})")
+    if d.previous is not None:
+        out.print(f"  previous {d.previous.registered_model} v{d.previous.version} (study {d.previous.study_id})")
+    if d.autoscaling is not None:
+        a = d.autoscaling
+        out.print(
+            f"  autoscaling {a.min_replicas} to {a.max_replicas} replicas, "
+            f"{a.target_ongoing_requests:g} requests in flight each"
+        )
+    else:
+        out.print(f"  {d.replicas} replica(s)")
+    if d.serve_status:
+        out.print(f"  Serve: {d.serve_status}, {d.replicas_running} running of {d.replicas_wanted} wanted")
+    for message in (d.serve_message, d.error):
+        if message:
+            out.print(f"  {message}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -234,9 +284,21 @@ def add_client_commands(command: AddCommand) -> None:
     sub.add_argument("study_id", nargs="?")
     sub = command("cancel", cmd_cancel, "cancel a study")
     sub.add_argument("study_id")
-    sub = command("deploy", cmd_deploy, "serve a study's best model with Ray Serve")
-    sub.add_argument("study_id")
-    sub.add_argument("--replicas", type=int, default=0)
+    sub = command("deploy", cmd_deploy, "serve a study's best model, or a registered model version, with Ray Serve")
+    sub.add_argument("study_id", nargs="?", help="the study whose best model to serve")
+    sub.add_argument("--name", default="", help="the deployment (default: the study's name); one serving rolls over")
+    sub.add_argument("--model", default="", help="a registered model of yours (owner.name), instead of a study")
+    sub.add_argument("--version", type=int, default=0, help="the registered model's version")
+    sub.add_argument("--replicas", type=int, default=0, help="fixed replicas (default: the study's)")
+    for name in AUTOSCALING_FIELDS:
+        kind = int if name.endswith("replicas") else float
+        sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f"autoscaling: {name}")
+    sub = command("rollback", cmd_rollback, "serve a deployment's previous version again")
+    sub.add_argument("name")
+    sub = command("undeploy", cmd_undeploy, "remove a deployment from Ray Serve, freeing its replicas")
+    sub.add_argument("name")
+    sub = command("deployments", cmd_deployments, "list your deployments, or show one")
+    sub.add_argument("name", nargs="?")
     sub = command("trainers", cmd_trainers, "list the server's trainers, or show one with its parameters")
     sub.add_argument("name", nargs="?")
     sub = command("predict", cmd_predict, "send rows, or tensors, to a deployment")

@@ -158,14 +158,52 @@ class Client:
 
     # ------------------------------------------------------------ serving
 
-    def deploy(self, study_id: str, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
-        """Serves the study's best model; 0 keeps the study's deploy settings."""
-        request = pb.DeployRequest(study_id=study_id, replicas=replicas, max_batch_size=max_batch_size)
+    def deploy(
+        self,
+        study_id: str = "",
+        replicas: int = 0,
+        max_batch_size: int = 0,
+        *,
+        name: str = "",
+        model: str = "",
+        version: int = 0,
+        **autoscaling: Any,
+    ) -> Deployment:
+        """Serves a study's best model, or version `version` of the registered `model`, as the
+        deployment `name` (the study's name by default). A deployment already serving there
+        rolls over to it and keeps what it served as `previous`. 0 keeps the study's deploy
+        settings; `autoscaling` takes min_replicas, max_replicas, target_ongoing_requests,
+        upscale_delay_s and downscale_delay_s."""
+        request = pb.DeployRequest(
+            study_id=study_id,
+            replicas=replicas,
+            max_batch_size=max_batch_size,
+            name=name,
+            model=model,
+            version=version,
+            **autoscaling,
+        )
         return convert.deployment_from_pb(self._unary(self._stub.Deploy, request, timeout_s=max(self.timeout_s, 300)))
+
+    def rollback(self, name: str) -> Deployment:
+        """Serves the deployment's previous version again."""
+        request = pb.RollbackRequest(name=name)
+        return convert.deployment_from_pb(self._unary(self._stub.Rollback, request, timeout_s=max(self.timeout_s, 300)))
+
+    def delete_deployment(self, name: str) -> Deployment:
+        """Undeploys: the Serve application goes, its replicas' CPUs are freed."""
+        request = pb.DeleteDeploymentRequest(name=name)
+        return convert.deployment_from_pb(
+            self._unary(self._stub.DeleteDeployment, request, timeout_s=max(self.timeout_s, 120))
+        )
 
     def get_deployment(self, name: str) -> Deployment:
         request = pb.GetDeploymentRequest(name=name)
         return convert.deployment_from_pb(self._unary(self._stub.GetDeployment, request))
+
+    def list_deployments(self) -> list[Deployment]:
+        response = self._unary(self._stub.ListDeployments, pb.ListDeploymentsRequest())
+        return [convert.deployment_from_pb(d) for d in response.deployments]
 
     def predict(self, deployment: str, rows: Sequence[Sequence[float]]) -> list[Prediction]:
         request = pb.PredictRequest(deployment=deployment, rows=[pb.Row(values=list(map(float, r))) for r in rows])

@@ -16,11 +16,12 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from anneal.errors import InvalidSpec
-from anneal.spec import DatasetSpec, Scalar, StudySpec
+from anneal.spec import AUTOSCALING_FIELDS, Autoscaling, DatasetSpec, Scalar, StudySpec
 from anneal.types import (
     Deployment,
     DeploymentState,
     EventKind,
+    ModelVersion,
     Prediction,
     Study,
     StudyEvent,
@@ -335,7 +336,7 @@ def event_from_pb(message: pb.StudyEvent) -> StudyEvent:
 
 
 def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
-    return pb.Deployment(
+    message = pb.Deployment(
         name=deployment.name,
         study_id=deployment.study_id,
         state=_DEPLOYMENT_STATE_TO_PB[deployment.state],
@@ -346,7 +347,18 @@ def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
         error=deployment.error,
         max_batch_size=deployment.max_batch_size,
         owner=deployment.owner,
+        registered_model=deployment.registered_model,
+        model_version=deployment.model_version,
+        replicas_running=deployment.replicas_running,
+        replicas_wanted=deployment.replicas_wanted,
+        serve_status=deployment.serve_status,
+        serve_message=deployment.serve_message,
     )
+    if deployment.previous is not None:
+        message.previous.CopyFrom(pb.ModelVersion(**deployment.previous.model_dump()))
+    if deployment.autoscaling is not None:
+        message.autoscaling.CopyFrom(pb.Autoscaling(**deployment.autoscaling.model_dump()))
+    return message
 
 
 def deployment_from_pb(message: pb.Deployment) -> Deployment:
@@ -361,7 +373,43 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
         error=message.error,
         max_batch_size=message.max_batch_size,
         owner=message.owner,
+        registered_model=message.registered_model,
+        model_version=message.model_version,
+        previous=_model_version_from_pb(message.previous) if message.HasField("previous") else None,
+        autoscaling=_autoscaling_from_pb(message.autoscaling) if message.HasField("autoscaling") else None,
+        replicas_running=message.replicas_running,
+        replicas_wanted=message.replicas_wanted,
+        serve_status=message.serve_status,
+        serve_message=message.serve_message,
     )
+
+
+def _model_version_from_pb(message: pb.ModelVersion) -> ModelVersion:
+    return ModelVersion(
+        study_id=message.study_id,
+        registered_model=message.registered_model,
+        version=message.version,
+        model_uri=message.model_uri,
+    )
+
+
+def _autoscaling_from_pb(message: pb.Autoscaling) -> Autoscaling:
+    return Autoscaling(
+        min_replicas=message.min_replicas,
+        max_replicas=message.max_replicas,
+        target_ongoing_requests=message.target_ongoing_requests,
+        upscale_delay_s=message.upscale_delay_s,
+        downscale_delay_s=message.downscale_delay_s,
+    )
+
+
+def deploy_overrides_from_pb(request: pb.DeployRequest) -> dict[str, Any]:
+    """The deploy policy fields a Deploy request sets (0 or unset keeps the study's)."""
+    overrides: dict[str, Any] = {
+        name: getattr(request, name) for name in ("replicas", "max_batch_size") if getattr(request, name)
+    }
+    overrides.update(_optional_fields(request, AUTOSCALING_FIELDS))
+    return overrides
 
 
 def tensor_to_pb(tensor: Any) -> pb.Tensor:

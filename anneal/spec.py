@@ -259,15 +259,90 @@ class FailurePolicy(_Spec):
     )
 
 
+class Autoscaling(_Spec):
+    """Ray Serve's autoscaling of a deployment: replicas between the bounds, aiming at a number
+    of requests in flight per replica."""
+
+    min_replicas: int = Field(1, ge=1, description="Fewest replicas, kept however idle.")
+    max_replicas: int = Field(ge=1, description="Most replicas load may add.")
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, le=1000, description="Requests in flight per replica that autoscaling aims for."
+    )
+    upscale_delay_s: float = Field(
+        5.0, ge=0, le=3600, description="How long load stays above the target before a replica is added."
+    )
+    downscale_delay_s: float = Field(
+        60.0, ge=0, le=3600, description="How long load stays below the target before a replica is removed."
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise _field_error("min_replicas", f"must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+AUTOSCALING_FIELDS = tuple(Autoscaling.model_fields)
+
+
 class DeployPolicy(_Spec):
     auto: bool = Field(False, description="Deploy the best model to Ray Serve when the study succeeds.")
-    replicas: int = Field(1, ge=1, description="Serve replicas of the deployed model.")
+    replicas: int = Field(
+        1, ge=1, description="Serve replicas of the deployed model, fixed; leave it at 1 with autoscaling."
+    )
     max_batch_size: int = Field(
         32,
         ge=1,
         le=MAX_BATCH_SIZE,
         description="Most rows of concurrent Predict calls sent to a replica at once; 1 turns batching off.",
     )
+    min_replicas: int | None = Field(None, ge=1, description="Autoscaling: fewest replicas (default 1).")
+    max_replicas: int | None = Field(
+        None, ge=1, description="Autoscaling: most replicas; setting it turns autoscaling on."
+    )
+    target_ongoing_requests: float | None = Field(
+        None, gt=0, le=1000, description="Autoscaling: requests in flight per replica it aims for (default 2)."
+    )
+    upscale_delay_s: float | None = Field(
+        None, ge=0, le=3600, description="Autoscaling: seconds above the target before a replica is added (default 5)."
+    )
+    downscale_delay_s: float | None = Field(
+        None, ge=0, le=3600, description="Autoscaling: seconds below the target before one is removed (default 60)."
+    )
+
+    @model_validator(mode="after")
+    def _check_scaling(self) -> DeployPolicy:
+        tuning = [name for name in AUTOSCALING_FIELDS if getattr(self, name) is not None]
+        if tuning and self.max_replicas is None:
+            raise _field_error("max_replicas", f"is needed with {tuning[0]}: autoscaling goes up to it")
+        if tuning and self.replicas != 1:
+            raise _field_error("replicas", "set either replicas (fixed) or min_replicas/max_replicas (autoscaling)")
+        if self.max_replicas is not None and (self.min_replicas or 1) > self.max_replicas:
+            raise _field_error("min_replicas", f"must be <= max_replicas ({self.max_replicas})")
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> DeployPolicy:
+        """This policy with a Deploy request's fields in place of its own: fixed `replicas`
+        turn autoscaling off, and autoscaling fields turn fixed replicas off. Raises a
+        ValidationError naming the field."""
+        merged = self.model_dump()
+        if "replicas" in overrides:
+            merged.update(dict.fromkeys(AUTOSCALING_FIELDS))
+        if any(name in overrides for name in AUTOSCALING_FIELDS):
+            merged["replicas"] = 1
+        return DeployPolicy.model_validate({**merged, **overrides})
+
+    def autoscaling(self) -> Autoscaling | None:
+        """Serve's autoscaling of the deployment; None for a fixed number of replicas."""
+        if self.max_replicas is None:
+            return None
+        given = {name: getattr(self, name) for name in AUTOSCALING_FIELDS if getattr(self, name) is not None}
+        return Autoscaling(**given)
+
+    def least_replicas(self) -> int:
+        """The replicas it keeps at the least: the fixed number, or autoscaling's minimum."""
+        scaling = self.autoscaling()
+        return scaling.min_replicas if scaling is not None else self.replicas
 
 
 class StudySpec(_Spec):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from anneal.spec import Scalar, StudySpec
+from anneal.spec import Autoscaling, Scalar, StudySpec
 
 # The admin principal of a server with no tokens configured, and the owner of the studies
 # `anneal run` records for the cluster's own users.
@@ -67,6 +67,8 @@ class DeploymentState(str, enum.Enum):
     DEPLOYING = "DEPLOYING"
     RUNNING = "RUNNING"
     FAILED = "FAILED"
+    DELETED = "DELETED"  # undeployed: its Serve application is gone
+    UNHEALTHY = "UNHEALTHY"  # recorded running, but Serve reports it unhealthy or gone
 
 
 class _Result(BaseModel):
@@ -114,17 +116,43 @@ class StudyEvent(_Result):
     message: str = ""
 
 
+class ModelVersion(_Result):
+    """A model a deployment serves or served: a registered model version, and the study it came from."""
+
+    study_id: str
+    registered_model: str = ""
+    version: int = 0
+    model_uri: str = ""  # where its files are
+
+
 class Deployment(_Result):
     name: str
     study_id: str
     state: DeploymentState
-    replicas: int
+    replicas: int  # fixed replicas, or autoscaling's minimum
     route: str
     model_uri: str
     updated_at: datetime
     error: str = ""
     max_batch_size: int = 1
     owner: str = ""  # the principal that deployed it; names are unique per owner
+    registered_model: str = ""  # the version it serves (study_id and model_uri are that version's)
+    model_version: int = 0
+    previous: ModelVersion | None = None  # what it served before; Rollback returns to it
+    autoscaling: Autoscaling | None = None
+    # What Ray Serve reports now (not stored): replicas running, the application's status and message.
+    replicas_running: int = 0
+    replicas_wanted: int = 0
+    serve_status: str = ""
+    serve_message: str = ""
+
+    def serving(self) -> ModelVersion:
+        return ModelVersion(
+            study_id=self.study_id,
+            registered_model=self.registered_model,
+            version=self.model_version,
+            model_uri=self.model_uri,
+        )
 
 
 class Tensor(_Result):

@@ -63,6 +63,8 @@ class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOYMENT_STATE_DEPLOYING: _ClassVar[DeploymentState]
     DEPLOYMENT_STATE_RUNNING: _ClassVar[DeploymentState]
     DEPLOYMENT_STATE_FAILED: _ClassVar[DeploymentState]
+    DEPLOYMENT_STATE_DELETED: _ClassVar[DeploymentState]
+    DEPLOYMENT_STATE_UNHEALTHY: _ClassVar[DeploymentState]
 
 class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -102,6 +104,8 @@ DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_DEPLOYING: DeploymentState
 DEPLOYMENT_STATE_RUNNING: DeploymentState
 DEPLOYMENT_STATE_FAILED: DeploymentState
+DEPLOYMENT_STATE_DELETED: DeploymentState
+DEPLOYMENT_STATE_UNHEALTHY: DeploymentState
 TASK_UNSPECIFIED: Task
 TASK_CLASSIFICATION: Task
 TASK_REGRESSION: Task
@@ -251,14 +255,24 @@ class FailurePolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., checkpoint_interval_s: _Optional[float] = ...) -> None: ...
 
 class DeployPolicy(_message.Message):
-    __slots__ = ("auto", "replicas", "max_batch_size")
+    __slots__ = ("auto", "replicas", "max_batch_size", "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
     AUTO_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    DOWNSCALE_DELAY_S_FIELD_NUMBER: _ClassVar[int]
     auto: bool
     replicas: int
     max_batch_size: int
-    def __init__(self, auto: _Optional[bool] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    upscale_delay_s: float
+    downscale_delay_s: float
+    def __init__(self, auto: _Optional[bool] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
 
 class StudySpec(_message.Message):
     __slots__ = ("name", "trainer", "dataset", "params", "search_space", "objective", "search", "scheduler", "budget", "resources", "failure", "deploy")
@@ -392,8 +406,34 @@ class StudyEvent(_message.Message):
     message: str
     def __init__(self, sequence: _Optional[int] = ..., study_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
+class ModelVersion(_message.Message):
+    __slots__ = ("study_id", "registered_model", "version", "model_uri")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    registered_model: str
+    version: int
+    model_uri: str
+    def __init__(self, study_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., version: _Optional[int] = ..., model_uri: _Optional[str] = ...) -> None: ...
+
+class Autoscaling(_message.Message):
+    __slots__ = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+    MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    DOWNSCALE_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    upscale_delay_s: float
+    downscale_delay_s: float
+    def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
+
 class Deployment(_message.Message):
-    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size", "owner")
+    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size", "owner", "registered_model", "model_version", "previous", "autoscaling", "replicas_running", "serve_status", "serve_message", "replicas_wanted")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +444,14 @@ class Deployment(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    SERVE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SERVE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     study_id: str
     state: DeploymentState
@@ -414,7 +462,15 @@ class Deployment(_message.Message):
     error: str
     max_batch_size: int
     owner: str
-    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    registered_model: str
+    model_version: int
+    previous: ModelVersion
+    autoscaling: Autoscaling
+    replicas_running: int
+    serve_status: str
+    serve_message: str
+    replicas_wanted: int
+    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., owner: _Optional[str] = ..., registered_model: _Optional[str] = ..., model_version: _Optional[int] = ..., previous: _Optional[_Union[ModelVersion, _Mapping]] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ..., replicas_running: _Optional[int] = ..., serve_status: _Optional[str] = ..., serve_message: _Optional[str] = ..., replicas_wanted: _Optional[int] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("values",)
@@ -513,20 +569,58 @@ class CancelStudyRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("study_id", "replicas", "max_batch_size")
+    __slots__ = ("study_id", "replicas", "max_batch_size", "name", "model", "version", "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    DOWNSCALE_DELAY_S_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     replicas: int
     max_batch_size: int
-    def __init__(self, study_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    name: str
+    model: str
+    version: int
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    upscale_delay_s: float
+    downscale_delay_s: float
+    def __init__(self, study_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteDeploymentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListDeploymentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments",)
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("deployment", "rows", "tensors")

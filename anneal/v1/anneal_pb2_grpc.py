@@ -69,6 +69,21 @@ class AnnealServiceStub:
                 request_serializer=anneal_dot_v1_dot_anneal__pb2.GetDeploymentRequest.SerializeToString,
                 response_deserializer=anneal_dot_v1_dot_anneal__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/anneal.v1.AnnealService/Rollback',
+                request_serializer=anneal_dot_v1_dot_anneal__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=anneal_dot_v1_dot_anneal__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/anneal.v1.AnnealService/DeleteDeployment',
+                request_serializer=anneal_dot_v1_dot_anneal__pb2.DeleteDeploymentRequest.SerializeToString,
+                response_deserializer=anneal_dot_v1_dot_anneal__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/anneal.v1.AnnealService/ListDeployments',
+                request_serializer=anneal_dot_v1_dot_anneal__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=anneal_dot_v1_dot_anneal__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
         self.Predict = channel.unary_unary(
                 '/anneal.v1.AnnealService/Predict',
                 request_serializer=anneal_dot_v1_dot_anneal__pb2.PredictRequest.SerializeToString,
@@ -127,6 +142,28 @@ class AnnealServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollback(self, request, context):
+        """Serves the deployment's previous version again; the one it served becomes the previous.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """Removes the deployment's Serve application (its replicas' CPUs are freed) and records it
+        DELETED; Predict on it is then NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """The caller's deployments (an admin's: everyone's), deleted ones left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Predict(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -177,6 +214,21 @@ def add_AnnealServiceServicer_to_server(servicer, server):
                     servicer.GetDeployment,
                     request_deserializer=anneal_dot_v1_dot_anneal__pb2.GetDeploymentRequest.FromString,
                     response_serializer=anneal_dot_v1_dot_anneal__pb2.Deployment.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=anneal_dot_v1_dot_anneal__pb2.RollbackRequest.FromString,
+                    response_serializer=anneal_dot_v1_dot_anneal__pb2.Deployment.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=anneal_dot_v1_dot_anneal__pb2.DeleteDeploymentRequest.FromString,
+                    response_serializer=anneal_dot_v1_dot_anneal__pb2.Deployment.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=anneal_dot_v1_dot_anneal__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=anneal_dot_v1_dot_anneal__pb2.ListDeploymentsResponse.SerializeToString,
             ),
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
@@ -378,6 +430,87 @@ class AnnealService:
             '/anneal.v1.AnnealService/GetDeployment',
             anneal_dot_v1_dot_anneal__pb2.GetDeploymentRequest.SerializeToString,
             anneal_dot_v1_dot_anneal__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anneal.v1.AnnealService/Rollback',
+            anneal_dot_v1_dot_anneal__pb2.RollbackRequest.SerializeToString,
+            anneal_dot_v1_dot_anneal__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anneal.v1.AnnealService/DeleteDeployment',
+            anneal_dot_v1_dot_anneal__pb2.DeleteDeploymentRequest.SerializeToString,
+            anneal_dot_v1_dot_anneal__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anneal.v1.AnnealService/ListDeployments',
+            anneal_dot_v1_dot_anneal__pb2.ListDeploymentsRequest.SerializeToString,
+            anneal_dot_v1_dot_anneal__pb2.ListDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,8 +26,8 @@ from cluster.driver.studydata import shape_of, study_data, test_rows
 from cluster.driver.studyrun import StudyRun
 from cluster.driver.writer import TrialWriter, start_writer
 from cluster.environment import connect_ray
-from cluster.serving.deploy import deploy_study
 from cluster.serving.package import LoadedModel
+from cluster.serving.rollout import deploy_study
 from cluster.store.store import Store
 from cluster.tracking.tracker import MlflowTracker
 from trainers.registry import check_spec
@@ -160,4 +160,4 @@ def tune_and_finish(run: StudyRun) -> None:
         model = register_best(run, best, package, test_metrics)
     succeed(run, best, model)
     if run.spec.deploy.auto:
-        deploy_study(run.store, run.settings, run.study_id, run.spec.deploy.replicas)
+        deploy_study(run.store, run.settings, run.study_id)

@@ -1,20 +1,29 @@
-"""The deployment domain: what Deploy and GetDeployment do, for a principal."""
+"""The deployment domain: what Deploy, Rollback, DeleteDeployment, GetDeployment and
+ListDeployments do, for a principal. Predict's routes follow each change (`routes`)."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from anneal.errors import InvalidArgument, NotFound
 from anneal.settings import Settings
-from anneal.types import Deployment
-from cluster.server.access import deployment_key, stored_deployment
-from cluster.server.limits import check_deploy_request
+from anneal.spec import NAME_PATTERN, DeployPolicy, field_errors
+from anneal.types import Deployment, ModelVersion
+from cluster.server.access import ID_PATTERN, deployment_key, stored_deployment
+from cluster.server.limits import check_deploy_policy
 from cluster.server.predict import PredictRouter
 from cluster.server.principals import Principal
 from cluster.server.studies import Studies
-from cluster.serving.deploy import deploy_study
+from cluster.serving.rollout import roll_back, roll_out, study_version, undeploy, with_serve_report
 from cluster.store.store import Store
+from cluster.tracking.registry import ModelRegistry
 
 
 class Deployments:
-    """Serves a study's best model as its owner's deployment; Predict's routes follow (`routes`)."""
+    """Serves models as a principal's deployments, one version at a time."""
 
     def __init__(self, settings: Settings, store: Store, studies: Studies, routes: PredictRouter) -> None:
         self.settings = settings
@@ -22,12 +31,78 @@ class Deployments:
         self.studies = studies
         self.routes = routes
 
-    def deploy(self, study_id: str, principal: Principal, replicas: int = 0, max_batch_size: int = 0) -> Deployment:
-        check_deploy_request(replicas, max_batch_size, self.settings)
-        self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
-        deployment = deploy_study(self.store, self.settings, study_id, replicas, max_batch_size)
-        self.routes.forget((deployment.owner, deployment.name))
+    def deploy(
+        self,
+        principal: Principal,
+        study_id: str = "",
+        name: str = "",
+        model: str = "",
+        version: int = 0,
+        overrides: dict[str, Any] | None = None,
+    ) -> Deployment:
+        """Serves a study's best model, or a registered model version, as the deployment `name`
+        (the study's name by default); a deployment serving there already rolls over to it."""
+        chosen = self._chosen_version(principal, study_id, model, version)
+        study = self.store.get_study(chosen.study_id)
+        name = name or study.name
+        if not _NAME.fullmatch(name):
+            raise InvalidArgument.field("name", "must be lower-case letters, digits and dashes, at most 63")
+        policy = _policy(study.spec.deploy, overrides or {})
+        check_deploy_policy(policy, self.settings)
+        deployment = roll_out(self.store, self.settings, study.owner, name, chosen, policy)
+        self.routes.forget((study.owner, name))
+        return deployment
+
+    def rollback(self, name: str, principal: Principal) -> Deployment:
+        owner, plain = deployment_key(name, principal)
+        deployment = roll_back(self.store, self.settings, owner, plain)
+        self.routes.forget((owner, plain))
+        return deployment
+
+    def delete(self, name: str, principal: Principal) -> Deployment:
+        owner, plain = deployment_key(name, principal)
+        deployment = undeploy(self.store, self.settings, owner, plain)
+        self.routes.forget((owner, plain))
         return deployment
 
     def get_deployment(self, name: str, principal: Principal) -> Deployment:
-        return stored_deployment(self.store, deployment_key(name, principal), name)
+        return with_serve_report(stored_deployment(self.store, deployment_key(name, principal), name))
+
+    def list_deployments(self, principal: Principal) -> list[Deployment]:
+        listed = self.store.list_deployments(None if principal.admin else principal.name)
+        return [with_serve_report(deployment) for deployment in listed]
+
+    def _chosen_version(self, principal: Principal, study_id: str, model: str, version: int) -> ModelVersion:
+        if model and study_id:
+            raise InvalidArgument.field("model", "name a study_id or a registered model, not both")
+        if model:
+            return self._registered_version(principal, model, version)
+        if not study_id:
+            raise InvalidArgument.field("study_id", "name a study, or a registered model and its version")
+        self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
+        return study_version(self.store, study_id)
+
+    def _registered_version(self, principal: Principal, model: str, version: int) -> ModelVersion:
+        """A version of a registered model of the caller's (`<owner>.<name>`) that an anneal study
+        of the same owner logged; anything else is NotFound."""
+        if version < 1:
+            raise InvalidArgument.field("version", "must be >= 1 with a registered model")
+        owner, dot, plain = model.partition(".")
+        if not dot or not ID_PATTERN.fullmatch(owner) or not _NAME.fullmatch(plain) or not principal.sees(owner):
+            raise NotFound(f"no registered model {model!r}")
+        found = ModelRegistry(self.settings.mlflow_tracking_uri).find(model, version)
+        study = self.store.get_study(found.study_id) if found.study_id else None
+        if study is None or study.owner != owner:
+            raise NotFound(f"no version {version} of registered model {model!r} that an anneal study of yours logged")
+        return ModelVersion(study_id=study.study_id, registered_model=model, version=version, model_uri=found.model_uri)
+
+
+_NAME = re.compile(NAME_PATTERN)
+
+
+def _policy(spec_policy: DeployPolicy, overrides: dict[str, Any]) -> DeployPolicy:
+    """The study's deploy policy with the request's fields in place; a bad one names its field."""
+    try:
+        return spec_policy.with_overrides(overrides)
+    except ValidationError as error:
+        raise InvalidArgument(field_errors(error)) from None

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from anneal.errors import FieldError, InvalidArgument, InvalidSpec, ResourceExhausted
 from anneal.settings import Settings
-from anneal.spec import MAX_BATCH_SIZE, StudySpec
+from anneal.spec import DeployPolicy, StudySpec
 
 
 def check_spec_size(size_bytes: int, settings: Settings) -> None:
@@ -31,8 +31,10 @@ def check_spec_limits(spec: StudySpec, settings: Settings) -> None:
             errors.append(FieldError(f"search_space.{name}.categorical", message))
     if spec.budget.max_trials > settings.max_trials:
         errors.append(FieldError("budget.max_trials", f"is {spec.budget.max_trials}; at most {settings.max_trials}"))
-    if spec.deploy.replicas > settings.max_replicas:
-        errors.append(FieldError("deploy.replicas", f"is {spec.deploy.replicas}; at most {settings.max_replicas}"))
+    for name in ("replicas", "max_replicas"):
+        value = getattr(spec.deploy, name)
+        if value is not None and value > settings.max_replicas:
+            errors.append(FieldError(f"deploy.{name}", f"is {value}; at most {settings.max_replicas}"))
     if errors:
         raise InvalidSpec(errors)
 
@@ -56,12 +58,12 @@ def check_capacity(spec: StudySpec, capacity: dict[str, float]) -> None:
         raise InvalidSpec.field("resources", f"a trial needs {asks}; the cluster holds {holds} in all")
 
 
-def check_deploy_request(replicas: int, max_batch_size: int, settings: Settings) -> None:
-    """Deploy's own overrides of the spec's deploy settings; 0 keeps the spec's."""
-    if not 0 <= replicas <= settings.max_replicas:
-        raise InvalidArgument.field("replicas", f"must be between 0 and {settings.max_replicas}")
-    if not 0 <= max_batch_size <= MAX_BATCH_SIZE:
-        raise InvalidArgument.field("max_batch_size", f"must be between 0 and {MAX_BATCH_SIZE}")
+def check_deploy_policy(policy: DeployPolicy, settings: Settings) -> None:
+    """The replicas a server lets one deployment have, fixed or autoscaled (Deploy's request)."""
+    for name in ("replicas", "max_replicas"):
+        value = getattr(policy, name)
+        if value is not None and value > settings.max_replicas:
+            raise InvalidArgument.field(name, f"is {value}; at most {settings.max_replicas}")
 
 
 class StreamSlots:

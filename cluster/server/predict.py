@@ -150,7 +150,10 @@ class PredictRouter:
         if route is not None:
             return route
         deployment = stored_deployment(self.store, key, name)
-        if deployment.state is not DeploymentState.RUNNING:
+        if deployment.state is DeploymentState.DELETED:
+            raise NotFound(f"deployment {name} was deleted")
+        # DEPLOYING: a rollout, whose old replicas answer until the new ones do.
+        if deployment.state not in (DeploymentState.RUNNING, DeploymentState.DEPLOYING):
             raise FailedPrecondition(f"deployment {name} is {deployment.state.value}")
         from ray import serve
         from ray.serve.exceptions import RayServeException

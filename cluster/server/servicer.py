@@ -115,13 +115,33 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
     @mapped
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.Deployment:
         deployment = self.service.deployments.deploy(
-            request.study_id, principal_of(context), request.replicas, request.max_batch_size
+            principal_of(context),
+            study_id=request.study_id,
+            name=request.name,
+            model=request.model,
+            version=request.version,
+            overrides=convert.deploy_overrides_from_pb(request),
         )
         return convert.deployment_to_pb(deployment)
 
     @mapped
     def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
         return convert.deployment_to_pb(self.service.deployments.get_deployment(request.name, principal_of(context)))
+
+    @mapped
+    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.Deployment:
+        return convert.deployment_to_pb(self.service.deployments.rollback(request.name, principal_of(context)))
+
+    @mapped
+    def DeleteDeployment(self, request: pb.DeleteDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
+        return convert.deployment_to_pb(self.service.deployments.delete(request.name, principal_of(context)))
+
+    @mapped
+    def ListDeployments(
+        self, request: pb.ListDeploymentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeploymentsResponse:
+        listed = self.service.deployments.list_deployments(principal_of(context))
+        return pb.ListDeploymentsResponse(deployments=[convert.deployment_to_pb(d) for d in listed])
 
     @mapped
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:

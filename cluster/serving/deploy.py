@@ -1,16 +1,31 @@
-"""Deploying a model to Ray Serve: the application of an owner's deployment, its route, and the
-deploy of a study's best model that the server (Deploy) and a driver (deploy.auto) share."""
+"""Ray Serve's side of a deployment: the application of an owner's deployment and its route, a
+model version run on it (a rollout starts the new replicas before the old ones stop), what Serve
+reports of it, and its removal."""
 
 from __future__ import annotations
 
-from ray import serve
+import os
+from dataclasses import dataclass
+from typing import Any
 
-from anneal.errors import FailedPrecondition
-from anneal.settings import Settings
-from anneal.types import Deployment, DeploymentState, StudyState
-from cluster.serving.package import check_model_package
-from cluster.serving.replica import ModelServer
-from cluster.store.store import Store, now
+from anneal.spec import DeployPolicy
+
+# Handles tell Serve's autoscaler their requests in flight every 10 s by default, so a load
+# step would go unseen that long. Read once, when this process first imports Ray Serve.
+os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
+
+from ray import serve  # noqa: E402
+
+from cluster.serving.replica import ModelServer  # noqa: E402
+
+SERVE_DEPLOYMENT = "ModelServer"
+# A rollout starts every new replica before any old one stops. Serve's default stops old
+# replicas first, which leaves a deployment of one replica with none while the new model loads.
+ROLLOUT_SURGE_PERCENT = 100
+# The window autoscaling averages load over (Serve wants it longer than its 10 s metrics
+# interval); Serve's 30 s would make a load step wait longer.
+LOOK_BACK_PERIOD_S = 12.0
+GONE = "NOT_FOUND"  # the status of an application Serve does not have
 
 
 def app_name(owner: str, name: str) -> str:
@@ -23,43 +38,55 @@ def route_for(owner: str, name: str) -> str:
     return f"/models/{owner}/{name}" if owner else f"/models/{name}"
 
 
-def deploy_study(
-    store: Store, settings: Settings, study_id: str, replicas: int = 0, max_batch_size: int = 0
-) -> Deployment:
-    """Serves the study's best model as its owner's deployment named after the study. A model
-    package that does not load is refused before the running version is touched."""
-    study = store.get_study(study_id)
-    if study.state is not StudyState.SUCCEEDED or not study.model_uri:
-        raise FailedPrecondition(f"study {study_id} is {study.state.value}; only a SUCCEEDED study can be deployed")
-    replicas = replicas or study.spec.deploy.replicas
-    deployment = Deployment(
-        owner=study.owner,
-        name=study.name,
-        study_id=study_id,
-        state=DeploymentState.DEPLOYING,
-        replicas=replicas,
-        route=route_for(study.owner, study.name),
-        model_uri=study.model_uri,
-        updated_at=now(),
-        max_batch_size=max_batch_size or study.spec.deploy.max_batch_size,
-    )
-    check_model_package(study.model_uri, settings.mlflow_tracking_uri)
-    store.put_deployment(deployment)
-    try:
-        deploy_model(
-            study.owner, study.name, study.model_uri, settings.mlflow_tracking_uri, replicas, settings.serve_http_port
-        )
-    except Exception as error:
-        store.put_deployment(deployment.model_copy(update={"state": DeploymentState.FAILED, "error": repr(error)}))
-        raise
-    running = deployment.model_copy(update={"state": DeploymentState.RUNNING, "updated_at": now()})
-    store.put_deployment(running)
-    return running
-
-
-def deploy_model(owner: str, name: str, model_uri: str, tracking_uri: str, replicas: int, http_port: int) -> str:
-    """Starts (or updates) the Serve application of `owner`'s `name`; returns once it is running."""
+def run_model(owner: str, name: str, model_uri: str, tracking_uri: str, policy: DeployPolicy, http_port: int) -> None:
+    """Serves `model_uri` as `owner`'s `name`, starting the application or rolling it over to
+    this model; returns once Serve reports it running."""
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    app = ModelServer.options(num_replicas=replicas).bind(model_uri, tracking_uri)  # type: ignore[attr-defined]
+    options = {"max_surge_percent": ROLLOUT_SURGE_PERCENT, **scaling_options(policy)}
+    app = ModelServer.options(**options).bind(model_uri, tracking_uri)  # type: ignore[attr-defined]
     serve.run(app, name=app_name(owner, name), route_prefix=route_for(owner, name))
-    return route_for(owner, name)
+
+
+def scaling_options(policy: DeployPolicy) -> dict[str, Any]:
+    """A fixed number of replicas, or Serve's autoscaling (which refuses a number with it)."""
+    scaling = policy.autoscaling()
+    if scaling is None:
+        return {"num_replicas": policy.replicas}
+    return {"autoscaling_config": {**scaling.model_dump(), "look_back_period_s": LOOK_BACK_PERIOD_S}}
+
+
+@dataclass(frozen=True)
+class ServeReport:
+    """What Serve says of a deployment's application now."""
+
+    status: str  # ApplicationStatus (RUNNING, DEPLOYING, UNHEALTHY, ...), or GONE
+    message: str
+    running: int  # replicas running
+    wanted: int  # replicas Serve aims for: the fixed number or autoscaling's current target
+
+
+def serve_report(owner: str, name: str) -> ServeReport:
+    """Asks the Serve controller about the application of `owner`'s `name`."""
+    import ray
+
+    if not ray.is_initialized():  # a process not connected to Ray (the server always is) asks nothing
+        return ServeReport("", "", 0, 0)
+    # `serve.status()` reads the same details, less each deployment's target replicas.
+    client = serve.context._get_global_client(raise_if_no_controller_running=False)
+    details: dict[str, Any] = client.get_serve_details() if client is not None else {}
+    app = details.get("applications", {}).get(app_name(owner, name))
+    if app is None:
+        return ServeReport(GONE, "its Serve application is gone", 0, 0)
+    deployment = app.get("deployments", {}).get(SERVE_DEPLOYMENT, {})
+    running = sum(1 for replica in deployment.get("replicas", []) if replica.get("state") == "RUNNING")
+    message = app.get("message") or deployment.get("message") or ""
+    status = app.get("status", "")
+    status = str(getattr(status, "value", status))  # Serve's details hold its status enums
+    return ServeReport(status, message, running, int(deployment.get("target_num_replicas", 0)))
+
+
+def delete_app(owner: str, name: str) -> None:
+    """Removes the application, if Serve has it; returns once its replicas are gone (their CPUs
+    free)."""
+    if app_name(owner, name) in serve.status().applications:
+        serve.delete(app_name(owner, name))

@@ -20,13 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from anneal.errors import Conflict, FailedPrecondition, NotFound
-from anneal.spec import StudySpec
+from anneal.spec import Autoscaling, StudySpec
 from anneal.types import (
     STUDY_TRANSITIONS,
     TERMINAL_STUDY_STATES,
     Deployment,
     DeploymentState,
     EventKind,
+    ModelVersion,
     Study,
     StudyEvent,
     StudyState,
@@ -310,9 +311,11 @@ class Store:
     # ------------------------------------------------------------ deployments
 
     def put_deployment(self, deployment: Deployment) -> None:
-        values = deployment.model_dump(mode="python")
+        values = deployment.model_dump(mode="python", exclude=set(LIVE_DEPLOYMENT_FIELDS))
         values["state"] = deployment.state.value
         values["updated_at"] = deployment.updated_at.astimezone(timezone.utc)  # SQLite keeps no offset
+        values["previous"] = deployment.previous.model_dump_json() if deployment.previous else ""
+        values["autoscaling"] = deployment.autoscaling.model_dump_json() if deployment.autoscaling else ""
         with self._writes.begin() as conn:
             updated = conn.execute(
                 deployments.update()
@@ -328,18 +331,39 @@ class Store:
             row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"no deployment {name!r}")
-        return Deployment(
-            owner=row.owner,
-            name=row.name,
-            study_id=row.study_id,
-            state=DeploymentState(row.state),
-            replicas=row.replicas,
-            route=row.route,
-            model_uri=row.model_uri,
-            updated_at=_utc(row.updated_at),
-            error=row.error,
-            max_batch_size=row.max_batch_size,
-        )
+        return _deployment_from_row(row)
+
+    def list_deployments(self, owner: str | None = None) -> list[Deployment]:
+        """Every deployment not deleted, by owner and name; only `owner`'s when given."""
+        query = deployments.select().where(deployments.c.state != DeploymentState.DELETED.value)
+        if owner is not None:
+            query = query.where(deployments.c.owner == owner)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(deployments.c.owner, deployments.c.name)).all()
+        return [_deployment_from_row(row) for row in rows]
+
+
+# What Ray Serve reports of a deployment when it is read; never stored.
+LIVE_DEPLOYMENT_FIELDS = ("replicas_running", "replicas_wanted", "serve_status", "serve_message")
+
+
+def _deployment_from_row(row: Any) -> Deployment:
+    return Deployment(
+        owner=row.owner,
+        name=row.name,
+        study_id=row.study_id,
+        state=DeploymentState(row.state),
+        replicas=row.replicas,
+        route=row.route,
+        model_uri=row.model_uri,
+        updated_at=_utc(row.updated_at),
+        error=row.error,
+        max_batch_size=row.max_batch_size,
+        registered_model=row.registered_model,
+        model_version=row.model_version,
+        previous=ModelVersion.model_validate_json(row.previous) if row.previous else None,
+        autoscaling=Autoscaling.model_validate_json(row.autoscaling) if row.autoscaling else None,
+    )
 
 
 def _by_state(engine: sa.Engine, table: sa.Table, states: type[StateT]) -> dict[StateT, int]:

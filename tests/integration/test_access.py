@@ -37,6 +37,9 @@ EVERY_CALL = {
     "CancelStudy": pb.CancelStudyRequest(study_id="st-0"),
     "Deploy": pb.DeployRequest(study_id="st-0"),
     "GetDeployment": pb.GetDeploymentRequest(name="x"),
+    "Rollback": pb.RollbackRequest(name="x"),
+    "DeleteDeployment": pb.DeleteDeploymentRequest(name="x"),
+    "ListDeployments": pb.ListDeploymentsRequest(),
     "Predict": pb.PredictRequest(deployment="x"),
     "ListTrainers": pb.ListTrainersRequest(),
 }
@@ -171,10 +174,15 @@ def test_another_principals_deployment_is_not_found(stack: Stack, alices_study: 
                 bob.get_deployment(name)
             with pytest.raises(NotFound, match=f"no deployment '{name}'"):
                 bob.predict(name, [[0.0]])
+            for call in (bob.rollback, bob.delete_deployment):
+                with pytest.raises(NotFound, match=f"no deployment '{name}'"):
+                    call(name)
+        assert "it-access" not in {d.name for d in bob.list_deployments()}
     with stack.client("alice") as alice:
         assert alice.get_deployment("it-access") == record
     with stack.client("admin") as admin:
         assert admin.get_deployment("alice/it-access") == record
+        assert ("alice", "it-access") in {(d.owner, d.name) for d in admin.list_deployments()}
 
 
 def test_quotas_answer_resource_exhausted(stack: Stack) -> None:

@@ -50,6 +50,9 @@ ANSWERS: dict[str, set[grpc.StatusCode]] = {
     "CancelStudy": {Code.OK, Code.NOT_FOUND, Code.FAILED_PRECONDITION},
     "Deploy": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION},
     "GetDeployment": {Code.OK, Code.NOT_FOUND},
+    "Rollback": {Code.OK, Code.NOT_FOUND, Code.FAILED_PRECONDITION},
+    "DeleteDeployment": {Code.OK, Code.NOT_FOUND},
+    "ListDeployments": {Code.OK},
     "Predict": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION},
     "ListTrainers": {Code.OK},
 }
@@ -450,6 +453,33 @@ def watch_calls(target: Target, who: st.SearchStrategy[str]) -> st.SearchStrateg
     )
 
 
+def deploy_requests(
+    ids: st.SearchStrategy[str], names: st.SearchStrategy[str], int64: st.SearchStrategy[int]
+) -> st.SearchStrategy[pb.DeployRequest]:
+    """A study or a registered model (fuzz's own, or another's), a deployment name, and replicas
+    fixed or autoscaled, any of them missing or out of range."""
+    models = st.one_of(st.just(""), names.map(lambda name: f"{FUZZ}.{name}"), names.map(lambda name: f"alice.{name}"))
+    reals = st.floats(allow_nan=True, allow_infinity=True)
+    maybe = st.none() | int64
+    return st.builds(
+        lambda fields: pb.DeployRequest(**{k: v for k, v in fields.items() if v is not None}),
+        st.fixed_dictionaries(
+            {
+                "study_id": ids,
+                "replicas": int64,
+                "max_batch_size": int64,
+                "name": st.just("") | names,
+                "model": models,
+                "version": int64,
+                "min_replicas": maybe,
+                "max_replicas": maybe,
+                "target_ongoing_requests": st.none() | reals,
+                "downscale_delay_s": st.none() | reals,
+            }
+        ),
+    )
+
+
 def nearly_valid_calls(target: Target) -> st.SearchStrategy[list[Call]]:
     """One call per RPC that is close to one that succeeds, to exercise the checks past the first."""
     ids = near_ids(list(target.seeded.studies))
@@ -467,8 +497,11 @@ def nearly_valid_calls(target: Target) -> st.SearchStrategy[list[Call]]:
         "ListStudies": as_("ListStudies", st.just(pb.ListStudiesRequest()), st.sampled_from(READERS)),
         "WatchStudy": watch_calls(target, who),
         "CancelStudy": as_("CancelStudy", st.builds(pb.CancelStudyRequest, study_id=ids)),
-        "Deploy": as_("Deploy", st.builds(pb.DeployRequest, study_id=ids, replicas=int64, max_batch_size=int64)),
+        "Deploy": as_("Deploy", deploy_requests(ids, names, int64)),
         "GetDeployment": as_("GetDeployment", st.builds(pb.GetDeploymentRequest, name=names)),
+        "Rollback": as_("Rollback", st.builds(pb.RollbackRequest, name=names)),
+        "DeleteDeployment": as_("DeleteDeployment", st.builds(pb.DeleteDeploymentRequest, name=names)),
+        "ListDeployments": as_("ListDeployments", st.just(pb.ListDeploymentsRequest()), st.sampled_from(READERS)),
         "Predict": as_("Predict", st.builds(pb.PredictRequest, deployment=names, rows=rows())),
         "ListTrainers": as_("ListTrainers", st.just(pb.ListTrainersRequest()), st.sampled_from(READERS)),
     }
@@ -557,6 +590,9 @@ def limit_calls(target: Target) -> list[Call]:
         ("WatchStudy", pb.WatchStudyRequest(study_id=long_id)),
         ("Deploy", pb.DeployRequest(study_id=long_id)),
         ("GetDeployment", pb.GetDeploymentRequest(name=long_id)),
+        ("Rollback", pb.RollbackRequest(name=long_id)),
+        ("DeleteDeployment", pb.DeleteDeploymentRequest(name=long_id)),
+        ("Deploy", pb.DeployRequest(model=long_id, version=1)),
         ("Predict", pb.PredictRequest(deployment=long_id, rows=[pb.Row(values=[1.0])])),
     ):
         calls.append(Call(rpc, message, target.bearer("admin")))

@@ -6,6 +6,7 @@ Over gRPC and TLS the same rules are tested in tests/integration/test_access.py.
 from __future__ import annotations
 
 import copy
+import re
 from datetime import timezone
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,10 @@ def test_a_principal_sees_only_its_own_studies(service: AnnealService, example_d
     with pytest.raises(NotFound):
         next(service.studies.watch_study(mine.study_id, BOB))
     with pytest.raises(NotFound):
-        service.deployments.deploy(mine.study_id, BOB)
+        service.deployments.deploy(BOB, study_id=mine.study_id)
+    for call in (service.deployments.rollback, service.deployments.delete):
+        with pytest.raises(NotFound):
+            call("alice/digits-mlp", BOB)
     assert service.studies.list_studies(BOB) == []
     assert [s.study_id for s in service.studies.list_studies(ALICE)] == [mine.study_id]
     assert service.studies.get_study(mine.study_id, ALICE).state is StudyState.PENDING
@@ -185,13 +189,25 @@ def test_a_trial_larger_than_the_cluster_is_refused_naming_resources(
 
 def test_deploy_refuses_more_replicas_than_the_limit(service: AnnealService, example_data: dict[str, Any]) -> None:
     study = service.studies.create_study(spec(example_data), ALICE)
-    # Deploy's arguments are not a spec: InvalidArgument, not InvalidSpec.
-    with pytest.raises(InvalidArgument, match="replicas: must be between 0 and 8") as refused:
-        service.deployments.deploy(study.study_id, ALICE, replicas=2**31 - 1)
-    assert type(refused.value) is InvalidArgument
-    with pytest.raises(InvalidArgument, match="max_batch_size") as refused:
-        service.deployments.deploy(study.study_id, ALICE, max_batch_size=5000)
-    assert type(refused.value) is InvalidArgument
+    service.store.transition(study.study_id, [StudyState.PENDING], StudyState.RUNNING)
+    service.store.transition(study.study_id, [StudyState.RUNNING], StudyState.SUCCEEDED, model_uri="/nowhere")
+    for overrides, refusal in [
+        ({"replicas": 2**31 - 1}, "replicas: is 2147483647; at most 8"),
+        ({"max_replicas": 9}, "max_replicas: is 9; at most 8"),
+        ({"max_batch_size": 5000}, "max_batch_size: "),
+        ({"replicas": -1}, "replicas: "),
+        ({"min_replicas": 3, "max_replicas": 2}, "min_replicas: must be <= max_replicas"),
+        ({"target_ongoing_requests": 2.0}, "max_replicas: is needed with target_ongoing_requests"),
+    ]:
+        with pytest.raises(InvalidArgument, match=re.escape(refusal)) as refused:
+            service.deployments.deploy(ALICE, study_id=study.study_id, overrides=overrides)
+        assert type(refused.value) is InvalidArgument  # Deploy's arguments are not a spec
+    with pytest.raises(InvalidArgument, match="name: must be lower-case"):
+        service.deployments.deploy(ALICE, study_id=study.study_id, name="Bad.Name")
+    with pytest.raises(InvalidArgument, match="model: name a study_id or a registered model, not both"):
+        service.deployments.deploy(ALICE, study_id=study.study_id, model="alice.x", version=1)
+    with pytest.raises(NotFound, match="no registered model 'bob.x'"):
+        service.deployments.deploy(ALICE, model="bob.x", version=1)
 
 
 def test_a_watch_from_past_an_ended_studys_last_event_ends(

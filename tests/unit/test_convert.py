@@ -10,11 +10,12 @@ import pytest
 
 from anneal import convert
 from anneal.errors import InvalidSpec
-from anneal.spec import MODES, SAMPLERS, StudySpec
+from anneal.spec import MODES, SAMPLERS, Autoscaling, StudySpec
 from anneal.types import (
     Deployment,
     DeploymentState,
     EventKind,
+    ModelVersion,
     Prediction,
     Study,
     StudyEvent,
@@ -87,6 +88,21 @@ def test_full_spec_round_trips() -> None:
 
 def test_example_round_trips(example_spec: StudySpec) -> None:
     assert_round_trip(example_spec)
+
+
+def test_an_autoscaled_deploy_policy_round_trips() -> None:
+    deploy = {"auto": True, "min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 1.5}
+    assert_round_trip(spec_with(deploy={**deploy, "upscale_delay_s": 0.5, "downscale_delay_s": 30.0}))
+
+
+def test_deploy_requests_override_only_the_fields_they_set() -> None:
+    request = pb.DeployRequest(study_id="st-1", max_batch_size=4, max_replicas=3, downscale_delay_s=0.0)
+    assert convert.deploy_overrides_from_pb(request) == {
+        "max_batch_size": 4,
+        "max_replicas": 3,
+        "downscale_delay_s": 0.0,
+    }
+    assert convert.deploy_overrides_from_pb(pb.DeployRequest(study_id="st-1")) == {}
 
 
 @pytest.mark.parametrize("dataset_format", ["parquet", "csv"])
@@ -419,6 +435,30 @@ def test_deployment_each_state(state: DeploymentState) -> None:
         error="no replicas" if state is DeploymentState.FAILED else "",
         max_batch_size=16,
         owner="alice",
+    )
+    message = convert.deployment_to_pb(deployment).SerializeToString()
+    assert convert.deployment_from_pb(pb.Deployment.FromString(message)) == deployment
+
+
+def test_a_deployment_with_every_field_round_trips() -> None:
+    deployment = Deployment(
+        name="full-spec",
+        study_id="st-2",
+        state=DeploymentState.RUNNING,
+        replicas=1,
+        route="/models/alice/full-spec",
+        model_uri="mlflow-artifacts:/2/models/m-2/artifacts",
+        updated_at=UPDATED,
+        max_batch_size=16,
+        owner="alice",
+        registered_model="alice.full-spec",
+        model_version=2,
+        previous=ModelVersion(study_id="st-1", registered_model="alice.full-spec", version=1, model_uri="m-1"),
+        autoscaling=Autoscaling(min_replicas=1, max_replicas=4, target_ongoing_requests=3, downscale_delay_s=9),
+        replicas_running=2,
+        replicas_wanted=3,
+        serve_status="RUNNING",
+        serve_message="scaling up",
     )
     message = convert.deployment_to_pb(deployment).SerializeToString()
     assert convert.deployment_from_pb(pb.Deployment.FromString(message)) == deployment

@@ -28,7 +28,7 @@ CLUSTER_MAY_IMPORT: dict[str, set[str]] = {
     "tracking": set(),
     "worker": set(),
     "trial": {"worker"},
-    "serving": {"store"},
+    "serving": {"store", "tracking"},
     "driver": {"environment", "store", "tracking", "trial", "serving"},
     "server": {"environment", "store", "tracking", "trial", "serving"},
     "local": {"environment", "store", "server", "driver"},
@@ -234,6 +234,7 @@ def test_one_anneal_command_holds_the_client_and_the_server_commands() -> None:
     (commands,) = [a for a in parser._actions if a.dest == "command"]
     assert set(commands.choices) == {
         *("submit", "watch", "status", "cancel", "deploy", "predict", "trainers"),
+        *("rollback", "undeploy", "deployments"),
         *("up", "down", "serve", "token", "run", "demo"),
     }
 

@@ -257,6 +257,22 @@ BAD_CASES: list[tuple[str, str, Any, str, str]] = [
         "greater than or equal to 0",
     ),
     ("replicas 0", "deploy.replicas", 0, "deploy.replicas", "greater than or equal to 1"),
+    (
+        "replicas with autoscaling",
+        "deploy",
+        {"replicas": 2, "max_replicas": 4},
+        "deploy.replicas",
+        "either replicas (fixed) or min_replicas/max_replicas",
+    ),
+    ("autoscaling without a maximum", "deploy", {"min_replicas": 2}, "deploy.max_replicas", "is needed with"),
+    ("min above max", "deploy", {"min_replicas": 3, "max_replicas": 2}, "deploy.min_replicas", "<= max_replicas"),
+    (
+        "target 0",
+        "deploy",
+        {"max_replicas": 2, "target_ongoing_requests": 0},
+        "deploy.target_ongoing_requests",
+        "greater than 0",
+    ),
     ("validation_fraction 0", "dataset.validation_fraction", 0, "dataset.validation_fraction", "greater than 0"),
     ("test_fraction 1", "dataset.test_fraction", 1, "dataset.test_fraction", "less than 1"),
     (
@@ -434,3 +450,15 @@ def test_import_paths_only_when_allowed(example_data: dict[str, Any]) -> None:
         check_spec(spec, allow_import_paths=True)
     assert [e.path for e in caught.value.errors] == ["trainer"]
     assert "cannot load" in caught.value.errors[0].message
+
+
+def test_deploy_overrides_switch_between_fixed_and_autoscaled_replicas() -> None:
+    from anneal.spec import DeployPolicy
+
+    fixed = DeployPolicy(replicas=3)
+    scaled = fixed.with_overrides({"max_replicas": 4, "downscale_delay_s": 1.0})
+    assert scaled.autoscaling() is not None and scaled.least_replicas() == 1
+    assert (scaled.autoscaling().max_replicas, scaled.autoscaling().target_ongoing_requests) == (4, 2.0)  # type: ignore[union-attr]
+    back = scaled.with_overrides({"replicas": 2})
+    assert back.autoscaling() is None and back.least_replicas() == 2
+    assert fixed.with_overrides({}) == fixed

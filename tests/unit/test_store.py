@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from anneal.errors import Conflict, FailedPrecondition, NotFound
-from anneal.spec import StudySpec
+from anneal.spec import Autoscaling, StudySpec
 from anneal.types import (
     STUDY_TRANSITIONS,
     TERMINAL_STUDY_STATES,
     Deployment,
     DeploymentState,
     EventKind,
+    ModelVersion,
     StudyState,
     Trial,
     TrialState,
@@ -394,6 +395,39 @@ def test_deployments_of_one_name_are_kept_per_owner(store: Store, example_spec: 
         store.get_deployment("digits-mlp", "carol")
 
 
+def test_a_deployment_keeps_its_version_previous_version_and_autoscaling(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    rolled = deployment(study_id, DeploymentState.RUNNING).model_copy(
+        update={
+            "registered_model": "alice.digits-mlp",
+            "model_version": 2,
+            "previous": ModelVersion(
+                study_id=study_id, registered_model="alice.digits-mlp", version=1, model_uri="/m1"
+            ),
+            "autoscaling": Autoscaling(min_replicas=1, max_replicas=3, downscale_delay_s=5),
+        }
+    )
+    store.put_deployment(rolled)
+    assert store.get_deployment("digits-mlp") == rolled
+    # What Serve reports is read live, never stored.
+    store.put_deployment(rolled.model_copy(update={"replicas_running": 3, "serve_status": "RUNNING"}))
+    assert store.get_deployment("digits-mlp") == rolled
+
+
+def test_list_deployments_by_owner_leaves_deleted_ones_out(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    for owner, name, state in [
+        ("alice", "b", DeploymentState.RUNNING),
+        ("alice", "a", DeploymentState.FAILED),
+        ("alice", "gone", DeploymentState.DELETED),
+        ("bob", "c", DeploymentState.RUNNING),
+    ]:
+        store.put_deployment(deployment(study_id, state).model_copy(update={"owner": owner, "name": name}))
+    assert [d.name for d in store.list_deployments("alice")] == ["a", "b"]
+    assert [(d.owner, d.name) for d in store.list_deployments()] == [("alice", "a"), ("alice", "b"), ("bob", "c")]
+    assert store.list_deployments("carol") == []
+
+
 def test_a_store_an_older_anneal_made_gains_the_new_columns(tmp_path: Path, example_spec: StudySpec) -> None:
     import sqlalchemy as sa
 
@@ -435,7 +469,9 @@ def test_a_store_an_older_anneal_made_gains_the_new_columns(tmp_path: Path, exam
     store = Store(url)
     old = store.get_study("st-old")
     assert (old.owner, old.driver_restarts) == ("", 0)
-    assert store.get_deployment("digits-mlp").route == "/models/digits-mlp"
+    old_deployment = store.get_deployment("digits-mlp")
+    assert old_deployment.route == "/models/digits-mlp"
+    assert (old_deployment.model_version, old_deployment.previous, old_deployment.autoscaling) == (0, None, None)
     alices = store.create_study(example_spec, owner="alice")
     store.create_study(example_spec, owner="bob")  # the old store's global name index is gone
     with pytest.raises(Conflict):

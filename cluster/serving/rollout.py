@@ -1,0 +1,178 @@
+"""The versions of a deployment: which model it serves and which it served before, rolled out on
+Ray Serve without a gap, recorded in the store, and named in the MLflow registry.
+
+Every model a deployment serves is a version of its own registered model, named like its Serve
+application (`<owner>.<name>`; a study deployed under its own name registered its model there
+already). Its aliases follow each change: `champion` on the version served, `previous` on the
+one before. The server (Deploy, Rollback, DeleteDeployment) and a study's driver
+(`deploy.auto`) share this code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from anneal.errors import FailedPrecondition, NotFound
+from anneal.settings import Settings
+from anneal.spec import DeployPolicy
+from anneal.types import Deployment, DeploymentState, ModelVersion, StudyState
+from cluster.serving.deploy import GONE, app_name, delete_app, route_for, run_model, serve_report
+from cluster.serving.package import check_model_package
+from cluster.store.store import Store, now
+from cluster.tracking.registry import ModelRegistry
+
+log = logging.getLogger("anneal.deploy")
+LIVE_STATES = (DeploymentState.RUNNING, DeploymentState.DEPLOYING)
+
+
+def study_version(store: Store, study_id: str) -> ModelVersion:
+    """The best model of a study that succeeded."""
+    study = store.get_study(study_id)
+    if study.state is not StudyState.SUCCEEDED or not study.model_uri:
+        raise FailedPrecondition(f"study {study_id} is {study.state.value}; only a SUCCEEDED study can be deployed")
+    return ModelVersion(
+        study_id=study_id,
+        registered_model=study.registered_model,
+        version=study.registered_model_version,
+        model_uri=study.model_uri,
+    )
+
+
+def deploy_study(store: Store, settings: Settings, study_id: str) -> Deployment:
+    """Serves the study's best model as its owner's deployment named after the study, with the
+    study's deploy policy (`deploy.auto`)."""
+    study = store.get_study(study_id)
+    return roll_out(store, settings, study.owner, study.name, study_version(store, study_id), study.spec.deploy)
+
+
+def roll_out(
+    store: Store, settings: Settings, owner: str, name: str, version: ModelVersion, policy: DeployPolicy
+) -> Deployment:
+    """Serves `version` as `owner`'s deployment `name`: a new one, or the one running rolled over
+    to it, its old replicas answering until the new ones do; what it served becomes `previous`.
+    A model that does not load safely is refused before Serve is touched."""
+    check_model_package(version.model_uri, settings.mlflow_tracking_uri)
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    version = _as_version_of(registry, version, app_name(owner, name))
+    current = live_deployment(store, owner, name)
+    deployment = Deployment(
+        owner=owner,
+        name=name,
+        study_id=version.study_id,
+        state=DeploymentState.DEPLOYING,
+        replicas=policy.least_replicas(),
+        route=route_for(owner, name),
+        model_uri=version.model_uri,
+        updated_at=now(),
+        max_batch_size=policy.max_batch_size,
+        registered_model=version.registered_model,
+        model_version=version.version,
+        previous=_previous(current, version),
+        autoscaling=policy.autoscaling(),
+    )
+    store.put_deployment(deployment)
+    try:
+        run_model(owner, name, version.model_uri, settings.mlflow_tracking_uri, policy, settings.serve_http_port)
+    except Exception as error:
+        _record_failed_rollout(store, deployment, current, error)
+        raise
+    running = deployment.model_copy(update={"state": DeploymentState.RUNNING, "updated_at": now()})
+    store.put_deployment(running)
+    previous = running.previous.version if running.previous else 0
+    registry.name_versions(running.registered_model, running.model_version, previous)
+    return running
+
+
+def roll_back(store: Store, settings: Settings, owner: str, name: str) -> Deployment:
+    """Serves the deployment's previous version again, with its scaling as it is."""
+    current = live_deployment(store, owner, name)
+    if current is None:
+        raise NotFound(f"no deployment {name!r}")
+    if current.previous is None:
+        raise FailedPrecondition(f"deployment {name} has served no other version to roll back to")
+    return roll_out(store, settings, owner, name, current.previous, policy_of(current))
+
+
+def undeploy(store: Store, settings: Settings, owner: str, name: str) -> Deployment:
+    """Removes the deployment's Serve application (its replicas' CPUs are free when this returns)
+    and records it DELETED; its registered versions stay, without aliases."""
+    current = live_deployment(store, owner, name, failed_too=True)
+    if current is None:
+        raise NotFound(f"no deployment {name!r}")
+    delete_app(owner, name)
+    deleted = current.model_copy(update={"state": DeploymentState.DELETED, "updated_at": now(), "error": ""})
+    store.put_deployment(deleted)
+    if current.registered_model:
+        ModelRegistry(settings.mlflow_tracking_uri).drop_names(current.registered_model)
+    return deleted
+
+
+def live_deployment(store: Store, owner: str, name: str, failed_too: bool = False) -> Deployment | None:
+    """The deployment as recorded, unless there is none or it was deleted (or, without
+    `failed_too`, failed before it ever served)."""
+    try:
+        deployment = store.get_deployment(name, owner)
+    except NotFound:
+        return None
+    if deployment.state in LIVE_STATES or (failed_too and deployment.state is DeploymentState.FAILED):
+        return deployment
+    return None
+
+
+def with_serve_report(deployment: Deployment) -> Deployment:
+    """The deployment with what Serve says of it now; one recorded running whose application is
+    gone or unhealthy is UNHEALTHY."""
+    if deployment.state not in LIVE_STATES:
+        return deployment
+    report = serve_report(deployment.owner, deployment.name)
+    state = deployment.state
+    if state is DeploymentState.RUNNING and report.status in (GONE, "UNHEALTHY"):
+        state = DeploymentState.UNHEALTHY
+    return deployment.model_copy(
+        update={
+            "state": state,
+            "serve_status": report.status,
+            "serve_message": report.message,
+            "replicas_running": report.running,
+            "replicas_wanted": report.wanted,
+        }
+    )
+
+
+def policy_of(deployment: Deployment) -> DeployPolicy:
+    """The deploy policy a deployment runs with: its replicas or autoscaling, its batch size."""
+    scaling = deployment.autoscaling
+    if scaling is None:
+        return DeployPolicy(replicas=deployment.replicas, max_batch_size=deployment.max_batch_size)
+    return DeployPolicy(max_batch_size=deployment.max_batch_size, **scaling.model_dump())
+
+
+def _as_version_of(registry: ModelRegistry, version: ModelVersion, registered_model: str) -> ModelVersion:
+    """`version` as a version of the deployment's own registered model, copied there if need be."""
+    if version.registered_model == registered_model or not version.registered_model:
+        return version
+    copied = registry.copy(version.registered_model, version.version, registered_model)
+    return version.model_copy(update={"registered_model": registered_model, "version": copied})
+
+
+def _previous(current: Deployment | None, version: ModelVersion) -> ModelVersion | None:
+    """What the deployment served before `version`: the version serving now, unless that is
+    `version` itself (a deploy again in place), which keeps the previous one."""
+    if current is None:
+        return None
+    serving = current.serving()
+    if serving.model_uri == version.model_uri:
+        return current.previous
+    return serving
+
+
+def _record_failed_rollout(store: Store, deployment: Deployment, current: Deployment | None, error: Exception) -> None:
+    """A rollout that failed leaves the old replicas serving (Serve keeps them until new ones
+    are healthy): the record goes back to the version running, with the error. A first deploy
+    that failed is FAILED."""
+    reason = f"the rollout of {deployment.registered_model} version {deployment.model_version} failed: {error!r}"
+    log.warning("%s", reason)
+    if current is not None and current.state is DeploymentState.RUNNING:
+        store.put_deployment(current.model_copy(update={"error": reason[:5000], "updated_at": now()}))
+    else:
+        store.put_deployment(deployment.model_copy(update={"state": DeploymentState.FAILED, "error": reason[:5000]}))
