@@ -141,7 +141,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     scaling = {name: getattr(args, name) for name in AUTOSCALING_FIELDS if getattr(args, name) is not None}
     with _client(args) as client:
         deployment = client.deploy(
-            args.study_id or "", args.replicas, name=args.name, model=args.model, version=args.version, **scaling
+            args.study_id or "",
+            args.replicas,
+            name=args.name,
+            model=args.model,
+            version=args.version,
+            trial_id=args.trial,
+            **scaling,
         )
     print_deployment(deployment)
     return 0
@@ -179,7 +185,7 @@ def _version_text(deployment: Deployment) -> str:
 
 def print_deployment(d: Deployment) -> None:
     out.print(f"deployment {d.owner}/{d.name}: {d.state.value}, HTTP route {d.route}")
-    out.print(f"  serving {_version_text(d)} (study {d.study_id})")
+    out.print(f"  serving {_version_text(d)} (study {d.study_id}, trial {d.trial_id or '?'})")
     if d.previous is not None:
         out.print(f"  previous {d.previous.registered_model} v{d.previous.version} (study {d.previous.study_id})")
     if d.autoscaling is not None:
@@ -289,6 +295,7 @@ def add_client_commands(command: AddCommand) -> None:
     sub.add_argument("--name", default="", help="the deployment (default: the study's name); one serving rolls over")
     sub.add_argument("--model", default="", help="a registered model of yours (owner.name), instead of a study")
     sub.add_argument("--version", type=int, default=0, help="the registered model's version")
+    sub.add_argument("--trial", default="", help="a trial of the study instead of its best")
     sub.add_argument("--replicas", type=int, default=0, help="fixed replicas (default: the study's)")
     for name in AUTOSCALING_FIELDS:
         kind = int if name.endswith("replicas") else float

@@ -167,13 +167,14 @@ class Client:
         name: str = "",
         model: str = "",
         version: int = 0,
+        trial_id: str = "",
         **autoscaling: Any,
     ) -> Deployment:
-        """Serves a study's best model, or version `version` of the registered `model`, as the
-        deployment `name` (the study's name by default). A deployment already serving there
-        rolls over to it and keeps what it served as `previous`. 0 keeps the study's deploy
-        settings; `autoscaling` takes min_replicas, max_replicas, target_ongoing_requests,
-        upscale_delay_s and downscale_delay_s."""
+        """Serves a study's best model (or its trial `trial_id`'s), or version `version` of the
+        registered `model`, as the deployment `name` (the study's name by default). A
+        deployment already serving there rolls over to it and keeps what it served as
+        `previous`. 0 keeps the study's deploy settings; `autoscaling` takes min_replicas,
+        max_replicas, target_ongoing_requests, upscale_delay_s and downscale_delay_s."""
         request = pb.DeployRequest(
             study_id=study_id,
             replicas=replicas,
@@ -181,6 +182,7 @@ class Client:
             name=name,
             model=model,
             version=version,
+            trial_id=trial_id,
             **autoscaling,
         )
         return convert.deployment_from_pb(self._unary(self._stub.Deploy, request, timeout_s=max(self.timeout_s, 300)))

@@ -349,6 +349,7 @@ def deployment_to_pb(deployment: Deployment) -> pb.Deployment:
         owner=deployment.owner,
         registered_model=deployment.registered_model,
         model_version=deployment.model_version,
+        trial_id=deployment.trial_id,
         replicas_running=deployment.replicas_running,
         replicas_wanted=deployment.replicas_wanted,
         serve_status=deployment.serve_status,
@@ -375,6 +376,7 @@ def deployment_from_pb(message: pb.Deployment) -> Deployment:
         owner=message.owner,
         registered_model=message.registered_model,
         model_version=message.model_version,
+        trial_id=message.trial_id,
         previous=_model_version_from_pb(message.previous) if message.HasField("previous") else None,
         autoscaling=_autoscaling_from_pb(message.autoscaling) if message.HasField("autoscaling") else None,
         replicas_running=message.replicas_running,
@@ -390,6 +392,7 @@ def _model_version_from_pb(message: pb.ModelVersion) -> ModelVersion:
         registered_model=message.registered_model,
         version=message.version,
         model_uri=message.model_uri,
+        trial_id=message.trial_id,
     )
 
 

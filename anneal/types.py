@@ -123,6 +123,7 @@ class ModelVersion(_Result):
     registered_model: str = ""
     version: int = 0
     model_uri: str = ""  # where its files are
+    trial_id: str = ""  # the trial whose model it is
 
 
 class Deployment(_Result):
@@ -138,6 +139,7 @@ class Deployment(_Result):
     owner: str = ""  # the principal that deployed it; names are unique per owner
     registered_model: str = ""  # the version it serves (study_id and model_uri are that version's)
     model_version: int = 0
+    trial_id: str = ""
     previous: ModelVersion | None = None  # what it served before; Rollback returns to it
     autoscaling: Autoscaling | None = None
     # What Ray Serve reports now (not stored): replicas running, the application's status and message.
@@ -152,6 +154,7 @@ class Deployment(_Result):
             registered_model=self.registered_model,
             version=self.model_version,
             model_uri=self.model_uri,
+            trial_id=self.trial_id,
         )
 
 

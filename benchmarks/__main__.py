@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import bookkeeping, serving, study_overhead
+from benchmarks import bookkeeping, lifecycle, serving, study_overhead
 from benchmarks.common import console, local_stack, write
 
 
@@ -21,6 +21,7 @@ def main() -> None:
                 "study_overhead": study_overhead.run(stack, trials=2, epochs=1, rounds=1),
                 "bookkeeping": bookkeeping.run(stack, trials=4, rounds=1, suggestion_points=[5]),
                 "serving": serving.run(stack, requests=5, rounds=1, seconds=0.3, concurrency=[1, 2]),
+                "lifecycle": lifecycle.run(stack, rounds=1, steady_s=0.5, seconds=0.5),
             }
         else:
             results = {
@@ -29,6 +30,7 @@ def main() -> None:
                     stack, trials=500, rounds=args.rounds, suggestion_points=[100, 300, 500]
                 ),
                 "serving": serving.run(stack, requests=300, rounds=args.rounds, seconds=2.0, concurrency=[1, 8, 32]),
+                "lifecycle": lifecycle.run(stack, rounds=args.rounds, steady_s=5.0, seconds=5.0),
             }
             for name, result in results.items():
                 write(name, result)

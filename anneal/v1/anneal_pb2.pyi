@@ -407,16 +407,18 @@ class StudyEvent(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., study_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("study_id", "registered_model", "version", "model_uri")
+    __slots__ = ("study_id", "registered_model", "version", "model_uri", "trial_id")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     registered_model: str
     version: int
     model_uri: str
-    def __init__(self, study_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., version: _Optional[int] = ..., model_uri: _Optional[str] = ...) -> None: ...
+    trial_id: str
+    def __init__(self, study_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., version: _Optional[int] = ..., model_uri: _Optional[str] = ..., trial_id: _Optional[str] = ...) -> None: ...
 
 class Autoscaling(_message.Message):
     __slots__ = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
@@ -433,7 +435,7 @@ class Autoscaling(_message.Message):
     def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size", "owner", "registered_model", "model_version", "previous", "autoscaling", "replicas_running", "serve_status", "serve_message", "replicas_wanted")
+    __slots__ = ("name", "study_id", "state", "replicas", "route", "model_uri", "updated_at", "error", "max_batch_size", "owner", "registered_model", "model_version", "previous", "autoscaling", "replicas_running", "serve_status", "serve_message", "replicas_wanted", "trial_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -452,6 +454,7 @@ class Deployment(_message.Message):
     SERVE_STATUS_FIELD_NUMBER: _ClassVar[int]
     SERVE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     study_id: str
     state: DeploymentState
@@ -470,7 +473,8 @@ class Deployment(_message.Message):
     serve_status: str
     serve_message: str
     replicas_wanted: int
-    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., owner: _Optional[str] = ..., registered_model: _Optional[str] = ..., model_version: _Optional[int] = ..., previous: _Optional[_Union[ModelVersion, _Mapping]] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ..., replicas_running: _Optional[int] = ..., serve_status: _Optional[str] = ..., serve_message: _Optional[str] = ..., replicas_wanted: _Optional[int] = ...) -> None: ...
+    trial_id: str
+    def __init__(self, name: _Optional[str] = ..., study_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., replicas: _Optional[int] = ..., route: _Optional[str] = ..., model_uri: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., owner: _Optional[str] = ..., registered_model: _Optional[str] = ..., model_version: _Optional[int] = ..., previous: _Optional[_Union[ModelVersion, _Mapping]] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ..., replicas_running: _Optional[int] = ..., serve_status: _Optional[str] = ..., serve_message: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., trial_id: _Optional[str] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("values",)
@@ -569,13 +573,14 @@ class CancelStudyRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("study_id", "replicas", "max_batch_size", "name", "model", "version", "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+    __slots__ = ("study_id", "replicas", "max_batch_size", "name", "model", "version", "trial_id", "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     TARGET_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -587,12 +592,13 @@ class DeployRequest(_message.Message):
     name: str
     model: str
     version: int
+    trial_id: str
     min_replicas: int
     max_replicas: int
     target_ongoing_requests: float
     upscale_delay_s: float
     downscale_delay_s: float
-    def __init__(self, study_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., trial_id: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
     __slots__ = ("name",)

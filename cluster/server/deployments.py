@@ -17,6 +17,7 @@ from cluster.server.limits import check_deploy_policy
 from cluster.server.predict import PredictRouter
 from cluster.server.principals import Principal
 from cluster.server.studies import Studies
+from cluster.server.trialmodels import trial_version
 from cluster.serving.rollout import roll_back, roll_out, study_version, undeploy, with_serve_report
 from cluster.store.store import Store
 from cluster.tracking.registry import ModelRegistry
@@ -39,10 +40,12 @@ class Deployments:
         model: str = "",
         version: int = 0,
         overrides: dict[str, Any] | None = None,
+        trial_id: str = "",
     ) -> Deployment:
-        """Serves a study's best model, or a registered model version, as the deployment `name`
-        (the study's name by default); a deployment serving there already rolls over to it."""
-        chosen = self._chosen_version(principal, study_id, model, version)
+        """Serves a study's best model (or the model of its trial `trial_id`), or a registered
+        model version, as the deployment `name` (the study's name by default); a deployment
+        serving there already rolls over to it."""
+        chosen = self._chosen_version(principal, study_id, model, version, trial_id)
         study = self.store.get_study(chosen.study_id)
         name = name or study.name
         if not _NAME.fullmatch(name):
@@ -72,15 +75,24 @@ class Deployments:
         listed = self.store.list_deployments(None if principal.admin else principal.name)
         return [with_serve_report(deployment) for deployment in listed]
 
-    def _chosen_version(self, principal: Principal, study_id: str, model: str, version: int) -> ModelVersion:
+    def _chosen_version(
+        self, principal: Principal, study_id: str, model: str, version: int, trial_id: str
+    ) -> ModelVersion:
         if model and study_id:
             raise InvalidArgument.field("model", "name a study_id or a registered model, not both")
         if model:
+            if trial_id:
+                raise InvalidArgument.field("trial_id", "names a trial of study_id, not of a registered model")
             return self._registered_version(principal, model, version)
         if not study_id:
             raise InvalidArgument.field("study_id", "name a study, or a registered model and its version")
-        self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
-        return study_version(self.store, study_id)
+        study = self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
+        best = study_version(self.store, study_id)  # FailedPrecondition unless it succeeded
+        if not trial_id or trial_id == best.trial_id:
+            return best
+        if not ID_PATTERN.fullmatch(trial_id):
+            raise NotFound(f"study {study_id} has no trial {trial_id!r}")
+        return trial_version(self.settings, study, trial_id)
 
     def _registered_version(self, principal: Principal, model: str, version: int) -> ModelVersion:
         """A version of a registered model of the caller's (`<owner>.<name>`) that an anneal study

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from anneal.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from anneal.settings import Settings
-from anneal.types import DeploymentState, Prediction, Tensor
+from anneal.types import Deployment, DeploymentState, Prediction, Tensor
 from cluster.server.access import DeploymentKey, deployment_key, stored_deployment
 from cluster.server.batching import Answers, PredictBatcher
 from cluster.server.principals import Principal
@@ -79,6 +79,16 @@ def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name
             log.warning("a replica of %s was lost (%s); sending the call again", name, type(error).__name__)
             time.sleep(wait_s)
     raise AssertionError("unreachable")
+
+
+def batches_in_flight(deployment: Deployment) -> int:
+    """How many merged batches Predict keeps on their way to a deployment at once: what its
+    replicas take at autoscaling's target (Serve scales on the requests in flight, so fewer
+    would never let it add a replica), or two per fixed replica; two at the least."""
+    scaling = deployment.autoscaling
+    if scaling is not None:
+        return max(2, math.ceil(scaling.max_replicas * scaling.target_ongoing_requests))
+    return max(2, 2 * deployment.replicas)
 
 
 class PredictRouter:
@@ -168,7 +178,8 @@ class PredictRouter:
                 lambda timeout_s: handle.predict.remote(rows).result(timeout_s=timeout_s), PREDICT_TIMEOUT_S, name
             )
 
-        route = Route(PredictBatcher(call, deployment.max_batch_size), self._input_shape(deployment.study_id))
+        batcher = PredictBatcher(call, deployment.max_batch_size, dispatchers=batches_in_flight(deployment))
+        route = Route(batcher, self._input_shape(deployment.study_id))
         self._routes[key] = route
         return route
 

@@ -121,6 +121,7 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
             model=request.model,
             version=request.version,
             overrides=convert.deploy_overrides_from_pb(request),
+            trial_id=request.trial_id,
         )
         return convert.deployment_to_pb(deployment)
 

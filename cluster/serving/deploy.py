@@ -4,27 +4,23 @@ reports of it, and its removal."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from ray import serve
+
 from anneal.spec import DeployPolicy
-
-# Handles tell Serve's autoscaler their requests in flight every 10 s by default, so a load
-# step would go unseen that long. Read once, when this process first imports Ray Serve.
-os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
-
-from ray import serve  # noqa: E402
-
-from cluster.serving.replica import ModelServer  # noqa: E402
+from cluster.serving.replica import ModelServer
 
 SERVE_DEPLOYMENT = "ModelServer"
 # A rollout starts every new replica before any old one stops. Serve's default stops old
 # replicas first, which leaves a deployment of one replica with none while the new model loads.
 ROLLOUT_SURGE_PERCENT = 100
-# The window autoscaling averages load over (Serve wants it longer than its 10 s metrics
-# interval); Serve's 30 s would make a load step wait longer.
-LOOK_BACK_PERIOD_S = 12.0
+# Handles tell Serve's autoscaler their requests in flight every `metrics_interval_s` (10 s
+# by default; Ray 2.60's handles read it from here, though Serve marks it deprecated), and
+# it averages over `look_back_period_s` (30 s): a load step would go unseen for that long.
+METRICS_INTERVAL_S = 1.0
+LOOK_BACK_PERIOD_S = 5.0
 GONE = "NOT_FOUND"  # the status of an application Serve does not have
 
 
@@ -52,7 +48,8 @@ def scaling_options(policy: DeployPolicy) -> dict[str, Any]:
     scaling = policy.autoscaling()
     if scaling is None:
         return {"num_replicas": policy.replicas}
-    return {"autoscaling_config": {**scaling.model_dump(), "look_back_period_s": LOOK_BACK_PERIOD_S}}
+    timing = {"metrics_interval_s": METRICS_INTERVAL_S, "look_back_period_s": LOOK_BACK_PERIOD_S}
+    return {"autoscaling_config": {**scaling.model_dump(), **timing}}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def study_version(store: Store, study_id: str) -> ModelVersion:
         registered_model=study.registered_model,
         version=study.registered_model_version,
         model_uri=study.model_uri,
+        trial_id=study.best_trial.trial_id if study.best_trial else "",
     )
 
 
@@ -67,6 +68,7 @@ def roll_out(
         max_batch_size=policy.max_batch_size,
         registered_model=version.registered_model,
         model_version=version.version,
+        trial_id=version.trial_id,
         previous=_previous(current, version),
         autoscaling=policy.autoscaling(),
     )

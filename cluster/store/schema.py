@@ -83,6 +83,7 @@ deployments = sa.Table(
     sa.Column("max_batch_size", sa.Integer, nullable=False, default=1),
     sa.Column("registered_model", sa.String(256), nullable=False, default="", server_default=""),
     sa.Column("model_version", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("trial_id", sa.String(128), nullable=False, default="", server_default=""),
     # JSON: the ModelVersion served before (Rollback's target), and the autoscaling; "" for none.
     sa.Column("previous", sa.Text, nullable=False, default="", server_default=""),
     sa.Column("autoscaling", sa.Text, nullable=False, default="", server_default=""),

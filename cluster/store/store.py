@@ -361,6 +361,7 @@ def _deployment_from_row(row: Any) -> Deployment:
         max_batch_size=row.max_batch_size,
         registered_model=row.registered_model,
         model_version=row.model_version,
+        trial_id=row.trial_id,
         previous=ModelVersion.model_validate_json(row.previous) if row.previous else None,
         autoscaling=Autoscaling.model_validate_json(row.autoscaling) if row.autoscaling else None,
     )

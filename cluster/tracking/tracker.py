@@ -144,6 +144,11 @@ class MlflowTracker:
         self.client.set_tag(self.parent_run_id, "anneal.best_trial_id", trial_id)
         if metrics:
             self.log_metrics(self.parent_run_id, metrics, step=0)
+        return self.log_model(trial_id, model_dir)
+
+    def log_model(self, trial_id: str, model_dir: Path) -> LoggedModel:
+        """Logs trial `trial_id`'s model, an MLflow Model saved at `model_dir`, as a model of the
+        study's parent run."""
         model = self.client.create_logged_model(
             self.experiment_id,
             name=MODEL_ARTIFACT_PATH,

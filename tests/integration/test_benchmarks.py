@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import bookkeeping, common, data_parallel, serving, streaming, study_overhead
+from benchmarks import bookkeeping, common, data_parallel, lifecycle, serving, streaming, study_overhead
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -58,3 +58,9 @@ def test_streaming_runs(stack: Stack) -> None:
     result = streaming.run(stack, rows=20_000, rounds=1)  # type: ignore[arg-type]
     assert set(result["variants"]) == {"a plain loop", "b anneal"}
     assert result["anneal_over_plain"]["median"] > 0 and result["prepare_s"] > 0
+
+
+def test_lifecycle_runs(stack: Stack) -> None:
+    result = lifecycle.run(stack, rounds=1, steady_s=0.5, seconds=0.5, max_replicas=2)  # type: ignore[arg-type]
+    assert result["rollout"]["failed_calls"] == 0 and result["rollout"]["rounds"][0]["calls_during_rollout"] > 0
+    assert result["autoscaling"]["to_added_replica_s"] > 0 and result["autoscaling"]["rps_32_minimum"] > 0

@@ -28,7 +28,8 @@ FREE_S = 10.0  # an undeployed deployment's replicas give their CPUs back within
 
 
 def iris_spec(seed: int) -> StudySpec:
-    """One quick trial; the seed picks its learning rate, so each study's model answers differently."""
+    """Two quick trials; the seed picks their learning rates, so each study's model (and each
+    trial's) answers differently."""
     return StudySpec.parse(
         {
             "name": NAME,
@@ -38,7 +39,7 @@ def iris_spec(seed: int) -> StudySpec:
             "search_space": {"lr": {"float": {"low": 1.0e-3, "high": 0.3, "log": True}}},
             "objective": {"metric": "val_accuracy", "mode": "max"},
             "search": {"sampler": "random", "seed": seed},
-            "budget": {"max_trials": 1, "max_concurrent_trials": 1},
+            "budget": {"max_trials": 2, "max_concurrent_trials": 2},
         }
     )
 
@@ -157,6 +158,29 @@ def _which(answer: list[Prediction], old: list[Prediction], new: list[Prediction
         if answer[0].probabilities == pytest.approx(model[0].probabilities, abs=1e-5):
             return label
     return "other"
+
+
+def test_a_chosen_trial_of_a_study_is_deployed(stack: Stack, versions: Versions) -> None:
+    study = versions.new
+    assert study.best_trial is not None
+    (other,) = [t for t in study.trials if t.trial_id != study.best_trial.trial_id]
+    with stack.client() as client:
+        chosen = client.deploy(study.study_id, name="it-trial", trial_id=other.trial_id)
+        try:
+            assert chosen.trial_id == other.trial_id and chosen.study_id == study.study_id
+            assert chosen.registered_model == "alice.it-trial" and chosen.model_version == 1
+            answer = client.predict("it-trial", [ROW])
+            best = client.deploy(study.study_id, name="it-trial")  # the best trial: a rollout
+            assert best.trial_id == study.best_trial.trial_id
+            assert best.previous is not None and best.previous.trial_id == other.trial_id
+            assert client.predict("it-trial", [ROW]) != answer
+        finally:
+            client.delete_deployment("it-trial")
+    mlflow = MlflowClient(stack.settings.mlflow_tracking_uri)
+    logged = mlflow.search_logged_models(experiment_ids=[study.mlflow_experiment_id])
+    assert sorted(m.tags["anneal.trial_id"] for m in logged) == sorted(t.trial_id for t in study.trials)
+    with stack.client() as client, pytest.raises(NotFound, match="has no trial"):
+        client.deploy(study.study_id, name="it-trial", trial_id="nosuchtrial")
 
 
 def test_a_deployment_whose_serve_application_is_gone_says_so_and_undeploy_frees_its_cpus(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 import pytest
 
-from anneal.types import Prediction
+from anneal.spec import Autoscaling
+from anneal.types import Deployment, DeploymentState, Prediction
 from cluster.server.batching import Answers, PredictBatcher, Rows
+from cluster.server.predict import batches_in_flight
 
 
 class SlowModel:
@@ -56,3 +59,14 @@ def test_batching_off_calls_straight_through() -> None:
     batcher = PredictBatcher(model, max_rows=1)
     assert batcher.predict([[3.0, 0.0]], 1) == [Prediction(label=3, probabilities=[1.0])]
     assert model.batches == [1]
+
+
+def test_predict_keeps_enough_batches_in_flight_for_autoscaling_to_see_load() -> None:
+    fixed = Deployment(
+        name="d", study_id="st-1", state=DeploymentState.RUNNING, replicas=3, route="/", model_uri="m",
+        updated_at=datetime.now(timezone.utc),
+    )  # fmt: skip
+    assert batches_in_flight(fixed) == 6
+    assert batches_in_flight(fixed.model_copy(update={"replicas": 1})) == 2
+    scaled = fixed.model_copy(update={"autoscaling": Autoscaling(max_replicas=4, target_ongoing_requests=2.5)})
+    assert batches_in_flight(scaled) == 10  # every replica autoscaling may add, at its target
