@@ -20,6 +20,9 @@ Rows = list[list[float]]
 Answers = list[Prediction]
 
 
+_STOP = None  # a dispatcher that takes it from the queue ends
+
+
 @dataclass
 class _Request:
     rows: Rows
@@ -32,11 +35,13 @@ class PredictBatcher:
     def __init__(self, predict: Callable[[Rows], Answers], max_rows: int, dispatchers: int = 2) -> None:
         self._predict = predict
         self.max_rows = max_rows
-        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0  # calls to `predict` under way, inline or dispatched
+        self._closed = False
+        merging = dispatchers if max_rows > 1 else 0  # without batching every call goes straight through
         self._threads = [
-            threading.Thread(target=self._dispatch, name=f"anneal-batcher-{n}", daemon=True) for n in range(dispatchers)
+            threading.Thread(target=self._dispatch, name=f"anneal-batcher-{n}", daemon=True) for n in range(merging)
         ]
         for thread in self._threads:
             thread.start()
@@ -45,27 +50,42 @@ class PredictBatcher:
         if self.max_rows <= 1 or len(rows) >= self.max_rows:
             return self._predict(rows)
         with self._lock:
-            idle = self._in_flight == 0 and self._queue.empty()
+            idle = self._closed or (self._in_flight == 0 and self._queue.empty())
             if idle:
                 self._in_flight += 1
-        if idle:  # nothing to merge with: skip the hand-over to a dispatcher thread
+            else:
+                request = _Request(rows)
+                self._queue.put(request)  # under the lock: never behind `close`'s stops
+        if idle:  # nothing to merge with (or closed): skip the hand-over to a dispatcher thread
             try:
                 return self._predict(rows)
             finally:
                 with self._lock:
                     self._in_flight -= 1
-        request = _Request(rows)
-        self._queue.put(request)
         return request.answer.result(timeout=timeout_s)
+
+    def close(self) -> None:
+        """Ends the dispatcher threads once they have answered every call queued so far; calls
+        made after go straight through."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
 
     def _dispatch(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            size = len(batch[0].rows)
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            size = len(first.rows)
             while size < self.max_rows:
                 try:
                     request = self._queue.get_nowait()
                 except queue.Empty:
+                    break
+                if request is _STOP:
+                    self._queue.put(_STOP)  # for this thread's next turn
                     break
                 batch.append(request)
                 size += len(request.rows)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from anneal.errors import InvalidArgument, NotFound
 from anneal.settings import Settings
 from anneal.spec import NAME_PATTERN, DeployPolicy, field_errors
-from anneal.types import Deployment, ModelVersion
+from anneal.types import Deployment, ModelVersion, Study
 from cluster.server.access import ID_PATTERN, deployment_key, stored_deployment
 from cluster.server.limits import check_deploy_policy
 from cluster.server.predict import PredictRouter
@@ -45,28 +45,33 @@ class Deployments:
         """Serves a study's best model (or the model of its trial `trial_id`), or a registered
         model version, as the deployment `name` (the study's name by default); a deployment
         serving there already rolls over to it."""
-        chosen = self._chosen_version(principal, study_id, model, version, trial_id)
+        chosen = self._chosen_version(principal, study_id, model, version)
         study = self.store.get_study(chosen.study_id)
         name = name or study.name
         if not _NAME.fullmatch(name):
             raise InvalidArgument.field("name", "must be lower-case letters, digits and dashes, at most 63")
         policy = _policy(study.spec.deploy, overrides or {})
         check_deploy_policy(policy, self.settings)
-        deployment = roll_out(self.store, self.settings, study.owner, name, chosen, policy)
-        self.routes.forget((study.owner, name))
-        return deployment
+        if trial_id and trial_id != chosen.trial_id:  # checked first: packaging a trial writes to MLflow
+            chosen = self._trial_version(study, trial_id, model)
+        try:
+            return roll_out(self.store, self.settings, study.owner, name, chosen, policy)
+        finally:
+            self.routes.forget((study.owner, name))
 
     def rollback(self, name: str, principal: Principal) -> Deployment:
         owner, plain = deployment_key(name, principal)
-        deployment = roll_back(self.store, self.settings, owner, plain)
-        self.routes.forget((owner, plain))
-        return deployment
+        try:
+            return roll_back(self.store, self.settings, owner, plain)
+        finally:
+            self.routes.forget((owner, plain))
 
     def delete(self, name: str, principal: Principal) -> Deployment:
         owner, plain = deployment_key(name, principal)
-        deployment = undeploy(self.store, self.settings, owner, plain)
-        self.routes.forget((owner, plain))
-        return deployment
+        try:
+            return undeploy(self.store, self.settings, owner, plain)
+        finally:
+            self.routes.forget((owner, plain))
 
     def get_deployment(self, name: str, principal: Principal) -> Deployment:
         return with_serve_report(stored_deployment(self.store, deployment_key(name, principal), name))
@@ -75,23 +80,21 @@ class Deployments:
         listed = self.store.list_deployments(None if principal.admin else principal.name)
         return [with_serve_report(deployment) for deployment in listed]
 
-    def _chosen_version(
-        self, principal: Principal, study_id: str, model: str, version: int, trial_id: str
-    ) -> ModelVersion:
+    def _chosen_version(self, principal: Principal, study_id: str, model: str, version: int) -> ModelVersion:
         if model and study_id:
             raise InvalidArgument.field("model", "name a study_id or a registered model, not both")
         if model:
-            if trial_id:
-                raise InvalidArgument.field("trial_id", "names a trial of study_id, not of a registered model")
             return self._registered_version(principal, model, version)
         if not study_id:
             raise InvalidArgument.field("study_id", "name a study, or a registered model and its version")
-        study = self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
-        best = study_version(self.store, study_id)  # FailedPrecondition unless it succeeded
-        if not trial_id or trial_id == best.trial_id:
-            return best
+        self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
+        return study_version(self.store, study_id)  # FailedPrecondition unless it succeeded
+
+    def _trial_version(self, study: Study, trial_id: str, model: str) -> ModelVersion:
+        if model:
+            raise InvalidArgument.field("trial_id", "names a trial of study_id, not of a registered model")
         if not ID_PATTERN.fullmatch(trial_id):
-            raise NotFound(f"study {study_id} has no trial {trial_id!r}")
+            raise NotFound(f"study {study.study_id} has no trial {trial_id!r}")
         return trial_version(self.settings, study, trial_id)
 
     def _registered_version(self, principal: Principal, model: str, version: int) -> ModelVersion:

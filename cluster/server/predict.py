@@ -8,7 +8,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from anneal.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from anneal.settings import Settings
@@ -23,6 +24,10 @@ from trainers.registry import registered
 log = logging.getLogger("anneal.predict")
 
 PREDICT_TIMEOUT_S = 30.0
+# A route is checked against the stored deployment this often: a study's driver that rolled
+# the deployment over (deploy.auto) cannot tell this server's routes to go.
+ROUTE_CHECK_S = 2.0
+MAX_BATCHES_IN_FLIGHT = 64
 # Waits between sends of a Predict whose replica was lost: growing to the last, then steady.
 PREDICT_RETRY_WAITS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -87,8 +92,10 @@ def batches_in_flight(deployment: Deployment) -> int:
     would never let it add a replica), or two per fixed replica; two at the least."""
     scaling = deployment.autoscaling
     if scaling is not None:
-        return max(2, math.ceil(scaling.max_replicas * scaling.target_ongoing_requests))
-    return max(2, 2 * deployment.replicas)
+        wanted = math.ceil(scaling.max_replicas * scaling.target_ongoing_requests)
+    else:
+        wanted = 2 * deployment.replicas
+    return min(max(2, wanted), MAX_BATCHES_IN_FLIGHT)
 
 
 class PredictRouter:
@@ -151,13 +158,16 @@ class PredictRouter:
         return key
 
     def forget(self, key: DeploymentKey) -> None:
-        """Drops the deployment's route: the next call looks it up afresh."""
-        self._routes.pop(key, None)
+        """Drops the deployment's route: the next call looks it up afresh. Calls under way
+        through it finish, and its batcher's threads end."""
+        route = self._routes.pop(key, None)
+        if route is not None:
+            route.batcher.close()
 
     def _route(self, key: DeploymentKey, name: str) -> Route:
         """The batcher in front of the deployment's Serve handle, looked up once and then kept."""
         route = self._routes.get(key)
-        if route is not None:
+        if route is not None and not self._changed(route, key, name):
             return route
         deployment = stored_deployment(self.store, key, name)
         if deployment.state is DeploymentState.DELETED:
@@ -179,9 +189,20 @@ class PredictRouter:
             )
 
         batcher = PredictBatcher(call, deployment.max_batch_size, dispatchers=batches_in_flight(deployment))
-        route = Route(batcher, self._input_shape(deployment.study_id))
+        route = Route(batcher, self._input_shape(deployment.study_id), deployment.updated_at, time.monotonic())
         self._routes[key] = route
         return route
+
+    def _changed(self, route: Route, key: DeploymentKey, name: str) -> bool:
+        """Whether the stored deployment changed since the route was made (asked every
+        ROUTE_CHECK_S); a changed one's route is dropped."""
+        if time.monotonic() - route.checked_at < ROUTE_CHECK_S:
+            return False
+        route.checked_at = time.monotonic()
+        if stored_deployment(self.store, key, name).updated_at == route.updated_at:
+            return False
+        self.forget(key)
+        return True
 
     def _input_shape(self, study_id: str) -> tuple[int, ...] | None:
         """The input shape of the deployed study's trainer; None for one the server does not list."""
@@ -189,7 +210,9 @@ class PredictRouter:
         return info.input_shape if info is not None else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Route:
     batcher: PredictBatcher
     input_shape: tuple[int, ...] | None  # the model's, to check tensors against
+    updated_at: datetime | None = None  # the stored deployment's, when the route was made
+    checked_at: float = field(default_factory=time.monotonic)  # when last compared with the store

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+from mlflow.exceptions import MlflowException
+
 from anneal.errors import FailedPrecondition, NotFound
 from anneal.settings import Settings
 from anneal.spec import DeployPolicy
@@ -23,6 +25,9 @@ from cluster.tracking.registry import ModelRegistry
 
 log = logging.getLogger("anneal.deploy")
 LIVE_STATES = (DeploymentState.RUNNING, DeploymentState.DEPLOYING)
+# A DEPLOYING record older than this was left by a process that died mid-rollout: it no
+# longer holds the next rollout or undeploy off.
+STALE_ROLLOUT_S = 600.0
 
 
 def study_version(store: Store, study_id: str) -> ModelVersion:
@@ -51,11 +56,15 @@ def roll_out(
 ) -> Deployment:
     """Serves `version` as `owner`'s deployment `name`: a new one, or the one running rolled over
     to it, its old replicas answering until the new ones do; what it served becomes `previous`.
-    A model that does not load safely is refused before Serve is touched."""
+    A model that does not load safely is refused before Serve is touched, and so is a rollout
+    while another of the same deployment is under way."""
     check_model_package(version.model_uri, settings.mlflow_tracking_uri)
+    stored = _stored(store, owner, name)
+    current = stored if stored is not None and stored.state in LIVE_STATES else None
+    if current is not None and current.state is DeploymentState.DEPLOYING and not _stale(current):
+        raise FailedPrecondition(f"a rollout of deployment {name} is under way; deploy again once it has ended")
     registry = ModelRegistry(settings.mlflow_tracking_uri)
-    version = _as_version_of(registry, version, app_name(owner, name))
-    current = live_deployment(store, owner, name)
+    version = _as_version_of(registry, version, app_name(owner, name), current)
     deployment = Deployment(
         owner=owner,
         name=name,
@@ -72,16 +81,16 @@ def roll_out(
         previous=_previous(current, version),
         autoscaling=policy.autoscaling(),
     )
-    store.put_deployment(deployment)
+    if not store.replace_deployment(deployment, stored):
+        raise FailedPrecondition(f"deployment {name} changed as this Deploy began; deploy again")
     try:
         run_model(owner, name, version.model_uri, settings.mlflow_tracking_uri, policy, settings.serve_http_port)
     except Exception as error:
-        _record_failed_rollout(store, deployment, current, error)
+        _after_failed_rollout(store, settings, deployment, current, error)
         raise
     running = deployment.model_copy(update={"state": DeploymentState.RUNNING, "updated_at": now()})
     store.put_deployment(running)
-    previous = running.previous.version if running.previous else 0
-    registry.name_versions(running.registered_model, running.model_version, previous)
+    _name_versions(registry, running)
     return running
 
 
@@ -101,20 +110,37 @@ def undeploy(store: Store, settings: Settings, owner: str, name: str) -> Deploym
     current = live_deployment(store, owner, name, failed_too=True)
     if current is None:
         raise NotFound(f"no deployment {name!r}")
-    delete_app(owner, name)
+    if current.state is DeploymentState.DEPLOYING and not _stale(current):
+        raise FailedPrecondition(f"a rollout of deployment {name} is under way; undeploy once it has ended")
     deleted = current.model_copy(update={"state": DeploymentState.DELETED, "updated_at": now(), "error": ""})
-    store.put_deployment(deleted)
+    if not store.replace_deployment(deleted, current):
+        raise FailedPrecondition(f"deployment {name} changed as this undeploy began; undeploy again")
+    delete_app(owner, name)
     if current.registered_model:
-        ModelRegistry(settings.mlflow_tracking_uri).drop_names(current.registered_model)
+        try:
+            ModelRegistry(settings.mlflow_tracking_uri).drop_names(current.registered_model)
+        except MlflowException:
+            log.warning("could not drop the aliases of %s", current.registered_model, exc_info=True)
     return deleted
+
+
+def _stored(store: Store, owner: str, name: str) -> Deployment | None:
+    try:
+        return store.get_deployment(name, owner)
+    except NotFound:
+        return None
+
+
+def _stale(deployment: Deployment) -> bool:
+    """A DEPLOYING record this old belongs to a rollout whose process died mid-way."""
+    return (now() - deployment.updated_at).total_seconds() > STALE_ROLLOUT_S
 
 
 def live_deployment(store: Store, owner: str, name: str, failed_too: bool = False) -> Deployment | None:
     """The deployment as recorded, unless there is none or it was deleted (or, without
     `failed_too`, failed before it ever served)."""
-    try:
-        deployment = store.get_deployment(name, owner)
-    except NotFound:
+    deployment = _stored(store, owner, name)
+    if deployment is None:
         return None
     if deployment.state in LIVE_STATES or (failed_too and deployment.state is DeploymentState.FAILED):
         return deployment
@@ -149,8 +175,15 @@ def policy_of(deployment: Deployment) -> DeployPolicy:
     return DeployPolicy(max_batch_size=deployment.max_batch_size, **scaling.model_dump())
 
 
-def _as_version_of(registry: ModelRegistry, version: ModelVersion, registered_model: str) -> ModelVersion:
-    """`version` as a version of the deployment's own registered model, copied there if need be."""
+def _as_version_of(
+    registry: ModelRegistry, version: ModelVersion, registered_model: str, current: Deployment | None
+) -> ModelVersion:
+    """`version` as a version of the deployment's own registered model: the one it serves or
+    served before when the files are the same, else copied there if it is another model's."""
+    if current is not None:
+        for known in (current.serving(), current.previous):
+            if known is not None and known.model_uri == version.model_uri and known.registered_model:
+                return known
     if version.registered_model == registered_model or not version.registered_model:
         return version
     copied = registry.copy(version.registered_model, version.version, registered_model)
@@ -159,22 +192,44 @@ def _as_version_of(registry: ModelRegistry, version: ModelVersion, registered_mo
 
 def _previous(current: Deployment | None, version: ModelVersion) -> ModelVersion | None:
     """What the deployment served before `version`: the version serving now, unless that is
-    `version` itself (a deploy again in place), which keeps the previous one."""
+    `version` itself (a deploy again in place) or a rollout that never finished, which keep
+    the previous one."""
     if current is None:
         return None
     serving = current.serving()
-    if serving.model_uri == version.model_uri:
+    if serving.model_uri == version.model_uri or current.state is DeploymentState.DEPLOYING:
         return current.previous
     return serving
 
 
-def _record_failed_rollout(store: Store, deployment: Deployment, current: Deployment | None, error: Exception) -> None:
+def _name_versions(registry: ModelRegistry, running: Deployment) -> None:
+    """Points the registry's aliases at what runs. The rollout has happened: a registry that
+    cannot be written to now is logged, not the caller's error."""
+    if not running.registered_model or not running.model_version:
+        return  # a model registered before versions were (an older store's record)
+    previous = running.previous
+    before = previous.version if previous is not None and previous.registered_model == running.registered_model else 0
+    try:
+        registry.name_versions(running.registered_model, running.model_version, before)
+    except MlflowException:
+        log.warning("could not point the aliases of %s at what it serves", running.registered_model, exc_info=True)
+
+
+def _after_failed_rollout(
+    store: Store, settings: Settings, deployment: Deployment, current: Deployment | None, error: Exception
+) -> None:
     """A rollout that failed leaves the old replicas serving (Serve keeps them until new ones
-    are healthy): the record goes back to the version running, with the error. A first deploy
-    that failed is FAILED."""
+    are healthy): the record goes back to the version running, with the error, and Serve's
+    target goes back to it too, so a replica started later is not the failed version. A
+    first deploy that failed is FAILED."""
     reason = f"the rollout of {deployment.registered_model} version {deployment.model_version} failed: {error!r}"
     log.warning("%s", reason)
-    if current is not None and current.state is DeploymentState.RUNNING:
-        store.put_deployment(current.model_copy(update={"error": reason[:5000], "updated_at": now()}))
-    else:
+    if current is None or current.state is not DeploymentState.RUNNING:
         store.put_deployment(deployment.model_copy(update={"state": DeploymentState.FAILED, "error": reason[:5000]}))
+        return
+    store.put_deployment(current.model_copy(update={"error": reason[:5000], "updated_at": now()}))
+    try:
+        uri, tracking = current.model_uri, settings.mlflow_tracking_uri
+        run_model(current.owner, current.name, uri, tracking, policy_of(current), settings.serve_http_port)
+    except Exception:
+        log.warning("could not point %s back at the version it serves", current.name, exc_info=True)

@@ -311,11 +311,7 @@ class Store:
     # ------------------------------------------------------------ deployments
 
     def put_deployment(self, deployment: Deployment) -> None:
-        values = deployment.model_dump(mode="python", exclude=set(LIVE_DEPLOYMENT_FIELDS))
-        values["state"] = deployment.state.value
-        values["updated_at"] = deployment.updated_at.astimezone(timezone.utc)  # SQLite keeps no offset
-        values["previous"] = deployment.previous.model_dump_json() if deployment.previous else ""
-        values["autoscaling"] = deployment.autoscaling.model_dump_json() if deployment.autoscaling else ""
+        values = _deployment_values(deployment)
         with self._writes.begin() as conn:
             updated = conn.execute(
                 deployments.update()
@@ -324,6 +320,30 @@ class Store:
             )
             if updated.rowcount == 0:
                 conn.execute(deployments.insert().values(**values))
+
+    def replace_deployment(self, deployment: Deployment, expected: Deployment | None) -> bool:
+        """Writes `deployment` only while the stored record is still `expected` (the same state
+        and time), or absent when that is None; False when another writer came first. Two
+        rollouts of one deployment, or a rollout and an undeploy, cannot both go ahead."""
+        values = _deployment_values(deployment)
+        try:
+            with self._writes.begin() as conn:
+                if expected is None:
+                    conn.execute(deployments.insert().values(**values))
+                    return True
+                updated = conn.execute(
+                    deployments.update()
+                    .where(
+                        deployments.c.owner == deployment.owner,
+                        deployments.c.name == deployment.name,
+                        deployments.c.state == expected.state.value,
+                        deployments.c.updated_at == expected.updated_at.astimezone(timezone.utc),
+                    )
+                    .values(**values)
+                )
+                return bool(updated.rowcount == 1)
+        except sa.exc.IntegrityError:  # another writer inserted it first
+            return False
 
     def get_deployment(self, name: str, owner: str = "") -> Deployment:
         query = deployments.select().where(deployments.c.owner == owner, deployments.c.name == name)
@@ -345,6 +365,15 @@ class Store:
 
 # What Ray Serve reports of a deployment when it is read; never stored.
 LIVE_DEPLOYMENT_FIELDS = ("replicas_running", "replicas_wanted", "serve_status", "serve_message")
+
+
+def _deployment_values(deployment: Deployment) -> dict[str, Any]:
+    values = deployment.model_dump(mode="python", exclude=set(LIVE_DEPLOYMENT_FIELDS))
+    values["state"] = deployment.state.value
+    values["updated_at"] = deployment.updated_at.astimezone(timezone.utc)  # SQLite keeps no offset
+    values["previous"] = deployment.previous.model_dump_json() if deployment.previous else ""
+    values["autoscaling"] = deployment.autoscaling.model_dump_json() if deployment.autoscaling else ""
+    return values
 
 
 def _deployment_from_row(row: Any) -> Deployment:

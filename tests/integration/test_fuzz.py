@@ -474,7 +474,9 @@ def deploy_requests(
                 "min_replicas": maybe,
                 "max_replicas": maybe,
                 "target_ongoing_requests": st.none() | reals,
+                "upscale_delay_s": st.none() | reals,
                 "downscale_delay_s": st.none() | reals,
+                "trial_id": st.just("") | ids,
             }
         ),
     )
@@ -638,15 +640,20 @@ def run_once(target: Target, name: str) -> None:
 
 
 def seed(stack: Stack) -> Seeded:
-    """Ended studies (never SUCCEEDED, so Deploy starts nothing) and deployments of `fuzz`."""
+    """Ended studies (one SUCCEEDED whose model is nowhere, so Deploy starts nothing) and
+    deployments of `fuzz`."""
     store = Store(stack.settings.store_url)
     base = StudySpec.load(REPO / "examples" / "digits.yaml")
     try:
         studies: dict[str, int] = {}
-        for state in (StudyState.CANCELLED, StudyState.FAILED):
+        for state in (StudyState.CANCELLED, StudyState.FAILED, StudyState.SUCCEEDED):
             spec = base.model_copy(update={"name": f"fuzz-{state.value.lower()}"})
             study = store.create_study(spec, owner=FUZZ)
-            store.transition(study.study_id, [StudyState.PENDING], state, message="seeded by the fuzz test")
+            if state is StudyState.SUCCEEDED:  # with a model that is not there: Deploy's checks all run
+                store.transition(study.study_id, [StudyState.PENDING], StudyState.RUNNING)
+                store.transition(study.study_id, [StudyState.RUNNING], state, model_uri="/nowhere/model")
+            else:
+                store.transition(study.study_id, [StudyState.PENDING], state, message="seeded by the fuzz test")
             studies[study.study_id] = store.events_after(study.study_id, 0)[-1].sequence
         names = []
         for deployment_state in (DeploymentState.FAILED, DeploymentState.RUNNING):

@@ -133,6 +133,9 @@ def test_rollout_and_rollback_under_load_fail_no_call(stack: Stack, versions: Ve
         assert (forward.model_version, forward.previous and forward.previous.version) == (2, 1)
         assert client.predict(NAME, [ROW]) == new_answer
         assert _aliases(stack) == {"champion": 2, "previous": 1}
+        again = client.deploy(versions.new.study_id)  # the version it serves: in place, previous kept
+        assert (again.model_version, again.previous and again.previous.version) == (2, 1)
+        assert _aliases(stack) == {"champion": 2, "previous": 1}
         assert NAME in {d.name for d in client.list_deployments()}
 
 
@@ -206,10 +209,11 @@ def test_a_deployment_whose_serve_application_is_gone_says_so_and_undeploy_frees
         assert "it-gone" not in {d.name for d in client.list_deployments()}
         with pytest.raises(NotFound):
             client.delete_deployment("it-gone")
-        assert (
-            "champion"
-            not in MlflowClient(stack.settings.mlflow_tracking_uri).get_registered_model("alice.it-gone").aliases
-        )
+        registry = MlflowClient(stack.settings.mlflow_tracking_uri)
+        assert registry.get_registered_model("alice.it-gone").aliases == {}
+        fresh = client.deploy(versions.new.study_id, name="it-gone")  # a new start: nothing before it
+        assert fresh.state is DeploymentState.RUNNING and fresh.previous is None
+        assert client.delete_deployment("it-gone").state is DeploymentState.DELETED
 
 
 def _free_cpus(stack: Stack) -> float:

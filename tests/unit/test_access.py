@@ -51,6 +51,7 @@ def test_a_principal_sees_only_its_own_studies(service: AnnealService, example_d
         next(service.studies.watch_study(mine.study_id, BOB))
     with pytest.raises(NotFound):
         service.deployments.deploy(BOB, study_id=mine.study_id)
+    put_deployment(service.store, "alice", mine.study_id)  # it exists: only access hides it
     for call in (service.deployments.rollback, service.deployments.delete):
         with pytest.raises(NotFound):
             call("alice/digits-mlp", BOB)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -70,3 +71,23 @@ def test_predict_keeps_enough_batches_in_flight_for_autoscaling_to_see_load() ->
     assert batches_in_flight(fixed.model_copy(update={"replicas": 1})) == 2
     scaled = fixed.model_copy(update={"autoscaling": Autoscaling(max_replicas=4, target_ongoing_requests=2.5)})
     assert batches_in_flight(scaled) == 10  # every replica autoscaling may add, at its target
+
+
+def test_a_closed_batcher_answers_what_was_queued_ends_its_threads_and_goes_straight_through() -> None:
+    release = threading.Event()
+
+    def slow(rows: Rows) -> Answers:
+        release.wait(5)
+        return [Prediction(label=int(row[0])) for row in rows]
+
+    batcher = PredictBatcher(slow, max_rows=8, dispatchers=2)
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(batcher.predict, [[float(n)]], 5) for n in range(4)]
+        time.sleep(0.2)
+        batcher.close()
+        release.set()
+        assert [call.result()[0].label for call in calls] == [0, 1, 2, 3]
+    for thread in batcher._threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert batcher.predict([[7.0]], 5)[0].label == 7

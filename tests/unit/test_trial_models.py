@@ -39,3 +39,9 @@ def test_a_trial_without_a_checkpoint_here_is_refused(tmp_path: Path, checkpoint
         _trial_dir(tmp_path, "run_trial_dddd4444_1_x=1_2026-12-01", checkpoints)
     with pytest.raises(FailedPrecondition, match="left no checkpoint"):
         last_checkpoint(tmp_path, "dddd4444")
+
+
+def test_an_adopted_trials_folder_wins_over_the_folder_it_began_in(tmp_path: Path) -> None:
+    _trial_dir(tmp_path, "run_trial_aaaa1111_1_lr=0.01_2026-12-01", [0, 1, 7])
+    adopted = _trial_dir(tmp_path, "run_trial_ffff0000_1_lr=0.01_2026-12-02", [2], {ADOPTED_AS: "aaaa1111"})
+    assert last_checkpoint(tmp_path, "aaaa1111") == adopted / "checkpoint_000002"
