@@ -170,7 +170,9 @@ class MlflowTracker:
         # MLflow's registry looks a models:/ source up through the process's global tracking URI,
         # not this client's; every anneal process records into the one MLflow its settings name.
         mlflow.set_tracking_uri(self.tracking_uri)
-        version = self.client.create_model_version(name, source=f"models:/{model.model_id}", run_id=self.parent_run_id)
+        version = self.client.create_model_version(
+            name, source=f"models:/{model.model_id}", run_id=self.parent_run_id, model_id=model.model_id
+        )
         # The link the MLflow UI shows on the logged model, as `mlflow.register_model` makes it.
         self.client.set_logged_model_tags(
             model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": version.version}])}

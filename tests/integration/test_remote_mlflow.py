@@ -96,6 +96,10 @@ def test_a_tracking_server_keeps_the_model_its_replicas_load(
             d = spec.dataset
             data = load_splits(d.name, d.validation_fraction, d.test_fraction, d.split_seed)
             predictions = client.predict(NAME, data.x_test[:8].tolist())
+            # Under another name the version is copied into that deployment's registered model.
+            copied = client.deploy(study.study_id, name=f"{NAME}-copy", max_batch_size=1)
+            assert (copied.registered_model, copied.model_version) == (f"alice.{NAME}-copy", 1)
+            client.delete_deployment(f"{NAME}-copy")
     finally:
         remove_serve_app(stack, NAME)
 
