@@ -55,14 +55,14 @@ class Deployments:
         if trial_id and trial_id != chosen.trial_id:  # checked first: packaging a trial writes to MLflow
             chosen = self._trial_version(study, trial_id, model)
         try:
-            return roll_out(self.store, self.settings, study.owner, name, chosen, policy)
+            return with_serve_report(roll_out(self.store, self.settings, study.owner, name, chosen, policy))
         finally:
             self.routes.forget((study.owner, name))
 
     def rollback(self, name: str, principal: Principal) -> Deployment:
         owner, plain = deployment_key(name, principal)
         try:
-            return roll_back(self.store, self.settings, owner, plain)
+            return with_serve_report(roll_back(self.store, self.settings, owner, plain))
         finally:
             self.routes.forget((owner, plain))
 

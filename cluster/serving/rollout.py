@@ -11,6 +11,7 @@ one before. The server (Deploy, Rollback, DeleteDeployment) and a study's driver
 from __future__ import annotations
 
 import logging
+import time
 
 from mlflow.exceptions import MlflowException
 
@@ -28,6 +29,9 @@ LIVE_STATES = (DeploymentState.RUNNING, DeploymentState.DEPLOYING)
 # A DEPLOYING record older than this was left by a process that died mid-rollout: it no
 # longer holds the next rollout or undeploy off.
 STALE_ROLLOUT_S = 600.0
+# How long a Deploy, Rollback or undeploy waits for a rollout under way to end before it is
+# refused: a Deploy just after a study's deploy.auto simply follows it.
+ROLLOUT_WAIT_S = 120.0
 
 
 def study_version(store: Store, study_id: str) -> ModelVersion:
@@ -59,7 +63,7 @@ def roll_out(
     A model that does not load safely is refused before Serve is touched, and so is a rollout
     while another of the same deployment is under way."""
     check_model_package(version.model_uri, settings.mlflow_tracking_uri)
-    stored = _stored(store, owner, name)
+    stored = _after_rollout_under_way(store, owner, name)
     current = stored if stored is not None and stored.state in LIVE_STATES else None
     if current is not None and current.state is DeploymentState.DEPLOYING and not _stale(current):
         raise FailedPrecondition(f"a rollout of deployment {name} is under way; deploy again once it has ended")
@@ -107,6 +111,7 @@ def roll_back(store: Store, settings: Settings, owner: str, name: str) -> Deploy
 def undeploy(store: Store, settings: Settings, owner: str, name: str) -> Deployment:
     """Removes the deployment's Serve application (its replicas' CPUs are free when this returns)
     and records it DELETED; its registered versions stay, without aliases."""
+    _after_rollout_under_way(store, owner, name)
     current = live_deployment(store, owner, name, failed_too=True)
     if current is None:
         raise NotFound(f"no deployment {name!r}")
@@ -122,6 +127,18 @@ def undeploy(store: Store, settings: Settings, owner: str, name: str) -> Deploym
         except MlflowException:
             log.warning("could not drop the aliases of %s", current.registered_model, exc_info=True)
     return deleted
+
+
+def _after_rollout_under_way(store: Store, owner: str, name: str) -> Deployment | None:
+    """The stored deployment once a rollout under way (a driver's deploy.auto, another Deploy)
+    has ended, waiting up to ROLLOUT_WAIT_S for it."""
+    deadline = time.monotonic() + ROLLOUT_WAIT_S
+    while True:
+        stored = _stored(store, owner, name)
+        under_way = stored is not None and stored.state is DeploymentState.DEPLOYING and not _stale(stored)
+        if not under_way or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.25)
 
 
 def _stored(store: Store, owner: str, name: str) -> Deployment | None:

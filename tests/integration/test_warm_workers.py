@@ -88,8 +88,10 @@ def test_trials_run_in_workers_started_before_the_study(stack: Stack) -> None:
     assert study.state is StudyState.SUCCEEDED, study.error
     assert study.ray_job_id == submission_id, "the study did not go to the standby driver that had warmed up"
 
-    trial_actors = list_actors(filters=[("job_id", "=", job_id), ("class_name", "=", "ImplicitFunc")], detail=True)
-    assert trial_actors, "no trial actors recorded for the standby's job"
+    # Tune's trial actor class, named `ImplicitFunc` or by its qualified name `wrap_function.<locals>.ImplicitFunc`.
+    every = list_actors(filters=[("job_id", "=", job_id)], detail=True, limit=10_000)
+    trial_actors = [a for a in every if a.class_name.endswith("ImplicitFunc")]
+    assert trial_actors, f"no trial actors recorded for the standby's job: {sorted({a.class_name for a in every})}"
     launched = {w.pid: w.worker_launch_time_ms or 0 for w in all_workers()}
     created_ms = study.created_at.timestamp() * 1000
     late = {

@@ -19,6 +19,7 @@ from anneal.spec import StudySpec
 from anneal.types import Deployment, DeploymentState, StudyState
 from cluster.server.limits import StreamSlots
 from cluster.server.service import AnnealService
+from cluster.serving.deploy import ServeReport
 from cluster.store.store import Store, now
 from tests.unit.fakes import FakeJobs
 from tests.unit.helpers import principal
@@ -31,7 +32,10 @@ def make_service(tmp_path: Path, store: Store, jobs: FakeJobs, **settings: Any) 
 
 
 @pytest.fixture
-def service(tmp_path: Path, store: Store, jobs: FakeJobs) -> AnnealService:
+def service(tmp_path: Path, store: Store, jobs: FakeJobs, monkeypatch: pytest.MonkeyPatch) -> AnnealService:
+    # No Ray here (a whole-suite run may have left this process connected to the session's
+    # cluster): what Serve reports of a deployment is nothing.
+    monkeypatch.setattr("cluster.serving.rollout.serve_report", lambda owner, name: ServeReport("", "", 0, 0))
     return make_service(tmp_path, store, jobs)
 
 
