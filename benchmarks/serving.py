@@ -1,7 +1,8 @@
 """Serving: latency and throughput of the deployed digits model, and time to deploy.
 
 Latency of one-row requests through anneal's gRPC Predict, a Serve deployment
-handle, Serve's HTTP route, and a raw in-process forward pass. Throughput of one-row
+handle (as Ray tasks, Serve's default, and over Serve's direct gRPC channel, as anneal
+sends small batches), Serve's HTTP route, and a raw in-process forward pass. Throughput of one-row
 Predict calls at 1, 8 and 32 concurrent clients, with dynamic batching on and off.
 Time to deploy: from the best trial's end to the first answered Predict, with
 `deploy.auto`.
@@ -80,6 +81,7 @@ def latency_paths(client: Client, stack: Stack, row: list[float], model_uri: str
         ray.init(address=stack.settings.ray_address, log_to_driver=False)
     deployment = client.get_deployment(NAME)
     handle = serve.get_app_handle(app_name(deployment.owner, NAME))
+    direct = handle.options(_by_reference=False)
     model = load_from_mlflow(model_uri, stack.settings.mlflow_tracking_uri)
     connection = http.client.HTTPConnection("127.0.0.1", stack.settings.serve_http_port, timeout=30)
     body = json.dumps({"rows": [row]})
@@ -91,6 +93,7 @@ def latency_paths(client: Client, stack: Stack, row: list[float], model_uri: str
     return {
         "raw forward (in process)": lambda: model.predict([row]),
         "Serve handle": lambda: handle.predict.remote([row]).result(),
+        "Serve handle, direct gRPC": lambda: direct.predict.remote([row]).result(),
         "Serve HTTP": over_http,
         "anneal gRPC Predict": lambda: client.predict(NAME, [row]),
     }
@@ -177,15 +180,18 @@ def run(stack: Stack, requests: int, rounds: int, seconds: float, concurrency: l
         rates["batching on"][concurrency[-1]]["requests_per_s"]
         / rates["batching off"][concurrency[-1]]["requests_per_s"]
     )
-    overhead = latency["anneal gRPC Predict"]["p50_ms"] - latency["Serve handle"]["p50_ms"]
+    predict = latency["anneal gRPC Predict"]["p50_ms"]
+    overhead = predict - latency["Serve handle"]["p50_ms"]
+    over_direct = predict - latency["Serve handle, direct gRPC"]["p50_ms"]
     console.print(
-        f"time to deploy: {to_deploy:.2f} s; Predict p50 - handle p50: {overhead:.2f} ms; "
-        f"batching gain at {concurrency[-1]} clients: {gain:.2f}x"
+        f"time to deploy: {to_deploy:.2f} s; Predict p50 - handle p50: {overhead:.2f} ms "
+        f"(- direct-gRPC handle p50: {over_direct:.2f} ms); batching gain at {concurrency[-1]} clients: {gain:.2f}x"
     )
     return {
         "time_to_deploy_s": to_deploy,
         "latency": latency,
         "predict_minus_handle_p50_ms": overhead,
+        "predict_minus_direct_handle_p50_ms": over_direct,
         "throughput": rates,
         "batching_gain": gain,
     }

@@ -18,6 +18,7 @@ from cluster.server.predict import PredictRouter
 from cluster.server.principals import Principal
 from cluster.server.studies import Studies
 from cluster.server.trialmodels import trial_version
+from cluster.serving.deploy import serve_applications
 from cluster.serving.rollout import roll_back, roll_out, study_version, undeploy, with_serve_report
 from cluster.store.store import Store
 from cluster.tracking.registry import ModelRegistry
@@ -45,8 +46,7 @@ class Deployments:
         """Serves a study's best model (or the model of its trial `trial_id`), or a registered
         model version, as the deployment `name` (the study's name by default); a deployment
         serving there already rolls over to it."""
-        chosen = self._chosen_version(principal, study_id, model, version)
-        study = self.store.get_study(chosen.study_id)
+        chosen, study = self._chosen_version(principal, study_id, model, version)
         name = name or study.name
         if not _NAME.fullmatch(name):
             raise InvalidArgument.field("name", "must be lower-case letters, digits and dashes, at most 63")
@@ -78,17 +78,21 @@ class Deployments:
 
     def list_deployments(self, principal: Principal) -> list[Deployment]:
         listed = self.store.list_deployments(None if principal.admin else principal.name)
-        return [with_serve_report(deployment) for deployment in listed]
+        applications = serve_applications()  # asked once for all of them
+        return [with_serve_report(deployment, applications) for deployment in listed]
 
-    def _chosen_version(self, principal: Principal, study_id: str, model: str, version: int) -> ModelVersion:
+    def _chosen_version(
+        self, principal: Principal, study_id: str, model: str, version: int
+    ) -> tuple[ModelVersion, Study]:
+        """The version a Deploy names, and the study that logged it."""
         if model and study_id:
             raise InvalidArgument.field("model", "name a study_id or a registered model, not both")
         if model:
             return self._registered_version(principal, model, version)
         if not study_id:
             raise InvalidArgument.field("study_id", "name a study, or a registered model and its version")
-        self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
-        return study_version(self.store, study_id)  # FailedPrecondition unless it succeeded
+        study = self.studies.get_study(study_id, principal)  # NotFound for a study the caller does not see
+        return study_version(study), study  # FailedPrecondition unless it succeeded
 
     def _trial_version(self, study: Study, trial_id: str, model: str) -> ModelVersion:
         if model:
@@ -97,7 +101,7 @@ class Deployments:
             raise NotFound(f"study {study.study_id} has no trial {trial_id!r}")
         return trial_version(self.settings, study, trial_id)
 
-    def _registered_version(self, principal: Principal, model: str, version: int) -> ModelVersion:
+    def _registered_version(self, principal: Principal, model: str, version: int) -> tuple[ModelVersion, Study]:
         """A version of a registered model of the caller's (`<owner>.<name>`) that an anneal study
         of the same owner logged; anything else is NotFound."""
         if version < 1:
@@ -109,7 +113,8 @@ class Deployments:
         study = self.store.get_study(found.study_id) if found.study_id else None
         if study is None or study.owner != owner:
             raise NotFound(f"no version {version} of registered model {model!r} that an anneal study of yours logged")
-        return ModelVersion(study_id=study.study_id, registered_model=model, version=version, model_uri=found.model_uri)
+        uri = found.model_uri
+        return ModelVersion(study_id=study.study_id, registered_model=model, version=version, model_uri=uri), study
 
 
 _NAME = re.compile(NAME_PATTERN)

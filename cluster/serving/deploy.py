@@ -62,16 +62,30 @@ class ServeReport:
     wanted: int  # replicas Serve aims for: the fixed number or autoscaling's current target
 
 
-def serve_report(owner: str, name: str) -> ServeReport:
-    """Asks the Serve controller about the application of `owner`'s `name`."""
+Applications = dict[str, dict[str, Any]]  # the Serve controller's details of each application, by name
+
+
+def serve_applications() -> Applications | None:
+    """What the Serve controller reports of each application, by name; None in a process not
+    connected to Ray (the server always is), which asks nothing."""
     import ray
 
-    if not ray.is_initialized():  # a process not connected to Ray (the server always is) asks nothing
-        return ServeReport("", "", 0, 0)
+    if not ray.is_initialized():
+        return None
     # `serve.status()` reads the same details, less each deployment's target replicas.
     client = serve.context._get_global_client(raise_if_no_controller_running=False)
     details: dict[str, Any] = client.get_serve_details() if client is not None else {}
-    app = details.get("applications", {}).get(app_name(owner, name))
+    return details.get("applications", {})
+
+
+def serve_report(owner: str, name: str, applications: Applications | None = None) -> ServeReport:
+    """What Serve reports of the application of `owner`'s `name`: from `applications`, else
+    asked of the controller."""
+    if applications is None:
+        applications = serve_applications()
+    if applications is None:
+        return ServeReport("", "", 0, 0)
+    app = applications.get(app_name(owner, name))
     if app is None:
         return ServeReport(GONE, "its Serve application is gone", 0, 0)
     deployment = app.get("deployments", {}).get(SERVE_DEPLOYMENT, {})

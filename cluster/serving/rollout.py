@@ -18,8 +18,16 @@ from mlflow.exceptions import MlflowException
 from anneal.errors import FailedPrecondition, NotFound
 from anneal.settings import Settings
 from anneal.spec import DeployPolicy
-from anneal.types import Deployment, DeploymentState, ModelVersion, StudyState
-from cluster.serving.deploy import GONE, app_name, delete_app, route_for, run_model, serve_report
+from anneal.types import Deployment, DeploymentState, ModelVersion, Study, StudyState
+from cluster.serving.deploy import (
+    GONE,
+    Applications,
+    app_name,
+    delete_app,
+    route_for,
+    run_model,
+    serve_report,
+)
 from cluster.serving.package import check_model_package
 from cluster.store.store import Store, now
 from cluster.tracking.registry import ModelRegistry
@@ -34,13 +42,14 @@ STALE_ROLLOUT_S = 600.0
 ROLLOUT_WAIT_S = 120.0
 
 
-def study_version(store: Store, study_id: str) -> ModelVersion:
+def study_version(study: Study) -> ModelVersion:
     """The best model of a study that succeeded."""
-    study = store.get_study(study_id)
     if study.state is not StudyState.SUCCEEDED or not study.model_uri:
-        raise FailedPrecondition(f"study {study_id} is {study.state.value}; only a SUCCEEDED study can be deployed")
+        raise FailedPrecondition(
+            f"study {study.study_id} is {study.state.value}; only a SUCCEEDED study can be deployed"
+        )
     return ModelVersion(
-        study_id=study_id,
+        study_id=study.study_id,
         registered_model=study.registered_model,
         version=study.registered_model_version,
         model_uri=study.model_uri,
@@ -52,7 +61,7 @@ def deploy_study(store: Store, settings: Settings, study_id: str) -> Deployment:
     """Serves the study's best model as its owner's deployment named after the study, with the
     study's deploy policy (`deploy.auto`)."""
     study = store.get_study(study_id)
-    return roll_out(store, settings, study.owner, study.name, study_version(store, study_id), study.spec.deploy)
+    return roll_out(store, settings, study.owner, study.name, study_version(study), study.spec.deploy)
 
 
 def roll_out(
@@ -111,8 +120,7 @@ def roll_back(store: Store, settings: Settings, owner: str, name: str) -> Deploy
 def undeploy(store: Store, settings: Settings, owner: str, name: str) -> Deployment:
     """Removes the deployment's Serve application (its replicas' CPUs are free when this returns)
     and records it DELETED; its registered versions stay, without aliases."""
-    _after_rollout_under_way(store, owner, name)
-    current = live_deployment(store, owner, name, failed_too=True)
+    current = _live(_after_rollout_under_way(store, owner, name), failed_too=True)
     if current is None:
         raise NotFound(f"no deployment {name!r}")
     if current.state is DeploymentState.DEPLOYING and not _stale(current):
@@ -156,7 +164,10 @@ def _stale(deployment: Deployment) -> bool:
 def live_deployment(store: Store, owner: str, name: str, failed_too: bool = False) -> Deployment | None:
     """The deployment as recorded, unless there is none or it was deleted (or, without
     `failed_too`, failed before it ever served)."""
-    deployment = _stored(store, owner, name)
+    return _live(_stored(store, owner, name), failed_too)
+
+
+def _live(deployment: Deployment | None, failed_too: bool = False) -> Deployment | None:
     if deployment is None:
         return None
     if deployment.state in LIVE_STATES or (failed_too and deployment.state is DeploymentState.FAILED):
@@ -164,12 +175,12 @@ def live_deployment(store: Store, owner: str, name: str, failed_too: bool = Fals
     return None
 
 
-def with_serve_report(deployment: Deployment) -> Deployment:
-    """The deployment with what Serve says of it now; one recorded running whose application is
-    gone or unhealthy is UNHEALTHY."""
+def with_serve_report(deployment: Deployment, applications: Applications | None = None) -> Deployment:
+    """The deployment with what Serve says of it now (in `applications`, else asked); one
+    recorded running whose application is gone or unhealthy is UNHEALTHY."""
     if deployment.state not in LIVE_STATES:
         return deployment
-    report = serve_report(deployment.owner, deployment.name)
+    report = serve_report(deployment.owner, deployment.name, applications)
     state = deployment.state
     if state is DeploymentState.RUNNING and report.status in (GONE, "UNHEALTHY"):
         state = DeploymentState.UNHEALTHY

@@ -39,7 +39,9 @@ def test_bookkeeping_runs(stack: Stack) -> None:
 
 def test_serving_runs(stack: Stack) -> None:
     result = serving.run(stack, requests=5, rounds=1, seconds=0.3, concurrency=[1, 2])  # type: ignore[arg-type]
-    assert set(result["latency"]) == {"raw forward (in process)", "Serve handle", "Serve HTTP", "anneal gRPC Predict"}
+    assert set(result["latency"]) == {
+        "raw forward (in process)", "Serve handle", "Serve handle, direct gRPC", "Serve HTTP", "anneal gRPC Predict"
+    }  # fmt: skip
     assert result["time_to_deploy_s"] > 0
     assert result["throughput"]["batching on"][2]["requests_per_s"] > 0
 

@@ -35,7 +35,8 @@ def make_service(tmp_path: Path, store: Store, jobs: FakeJobs, **settings: Any) 
 def service(tmp_path: Path, store: Store, jobs: FakeJobs, monkeypatch: pytest.MonkeyPatch) -> AnnealService:
     # No Ray here (a whole-suite run may have left this process connected to the session's
     # cluster): what Serve reports of a deployment is nothing.
-    monkeypatch.setattr("cluster.serving.rollout.serve_report", lambda owner, name: ServeReport("", "", 0, 0))
+    nothing = ServeReport("", "", 0, 0)
+    monkeypatch.setattr("cluster.serving.rollout.serve_report", lambda owner, name, applications=None: nothing)
     return make_service(tmp_path, store, jobs)
 
 

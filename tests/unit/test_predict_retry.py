@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from ray.exceptions import ActorDiedError
+from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import ReplicaUnavailableError
 
 from anneal.errors import InvalidArgument
@@ -15,7 +15,7 @@ from anneal.settings import Settings
 from anneal.types import Prediction
 from cluster.server import predict
 from cluster.server.batching import PredictBatcher, Rows
-from cluster.server.predict import PredictRouter, Route, check_rows, retry_lost_replicas
+from cluster.server.predict import PredictRouter, Route, RowsRefused, ask, check_rows, fits_direct, retry_lost_replicas
 from cluster.store.store import Store
 from tests.unit.helpers import principal
 
@@ -99,3 +99,45 @@ def test_predict_hands_on_the_replicas_predictions_of_either_task(tmp_path: Path
     router._routes[("alice", "m")] = Route(PredictBatcher(replica, max_rows=1), input_shape=())
     answers = router.predict("m", [[1.0], [0.0]], principal("alice"))
     assert answers == [ANSWER[1], ANSWER[0]]
+
+
+class Handle:
+    """A Serve handle whose `predict.remote(rows).result(timeout_s)` raises `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.predict = self
+
+    def remote(self, rows: Rows) -> Handle:
+        return self
+
+    def result(self, timeout_s: float) -> list[Prediction]:
+        raise self.error
+
+
+def refused_as_task() -> RayTaskError:
+    try:
+        raise ValueError("each row needs 64 values, got shape (1, 2)")
+    except ValueError as cause:
+        return RayTaskError("predict", "traceback", cause)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [refused_as_task(), ValueError("each row needs 64 values, got shape (1, 2)")],
+    ids=["as a Ray task", "over direct gRPC"],
+)
+def test_a_model_refusing_its_rows_is_the_callers_error_over_either_transport(error: Exception) -> None:
+    with pytest.raises(RowsRefused, match="each row needs 64 values"):
+        ask(Handle(error), [[1.0, 2.0]], timeout_s=1)
+
+
+def test_a_replica_that_failed_otherwise_is_not_the_callers_error() -> None:
+    with pytest.raises(ActorDiedError):
+        ask(Handle(ActorDiedError()), [[1.0]], timeout_s=1)
+
+
+def test_small_batches_go_over_the_direct_channel_and_large_ones_as_ray_tasks() -> None:
+    assert fits_direct([[0.0] * 64] * predict.DIRECT_MAX_ROWS)
+    assert not fits_direct([[0.0]] * (predict.DIRECT_MAX_ROWS + 1))
+    assert not fits_direct([[0.0] * (predict.DIRECT_MAX_VALUES + 1)])  # one wide row: an image, say
