@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import ray
@@ -15,9 +16,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
 from cluster.driver.studydata import study_data
-from cluster.trial.context import EPOCH
+from cluster.trial.context import ENDED, EPOCH, HISTORY
 from cluster.trial.function import ADOPTED_AS, Carried, trial_function
 from cluster.trial.plan import WorkerPlan
+from cluster.worker.handover import DecisionEpochs
 from trainers.contract import TrainerInfo
 
 
@@ -56,6 +58,7 @@ class AdoptingOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.adoptions: list[tuple[str, dict[str, Any]]] = []  # (trial id, config), handed out in order
         self.adopted: dict[str, dict[str, Any]] = {}  # Tune's trial id -> the config it adopted
+        self.last_epochs: dict[str, int] = {}  # Tune's trial id -> the last epoch Optuna learnt
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if not self.adoptions:
@@ -65,23 +68,40 @@ class AdoptingOptunaSearch(OptunaSearch):
         return {**config, ADOPTED_AS: adopted_id}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id not in self.adopted and trial_id in self._ot_trials:
-            super().on_trial_result(trial_id, result)
+        """Optuna learns each epoch's value at its epoch (Tune's result may carry several)."""
+        if trial_id in self.adopted or trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return
+        trial, last = self._ot_trials[trial_id], self.last_epochs.get(trial_id, 0)
+        for epoch in result.get(HISTORY) or [result]:
+            if self.metric in epoch and int(epoch.get(EPOCH, 0)) > last:
+                last = int(epoch[EPOCH])
+                trial.report(float(epoch[self.metric]), last)
+        self.last_epochs[trial_id] = last
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """A trial that ended on its own is COMPLETE with its value; one the scheduler stopped
+        early is PRUNED (its value at the epoch it stopped is no final score for the sampler to
+        learn from); one that failed is FAIL, whatever it reported before."""
+        pruned = stopped_early(result, error)
         config = self.adopted.pop(trial_id, None)
         if config is None and trial_id not in self._ot_trials:
             # Tune snapshots its trials and its searcher at different moments: a restored trial
             # may be newer than the restored searcher. Optuna learns it as an evaluated point.
             config = (result or {}).get("config") or {}
-        if config is None:
+        if config is not None:
+            value = None if pruned or error else (result or {}).get(self.metric)
+            space = self._space if isinstance(self._space, dict) else {}
+            params = {name: chosen for name, chosen in config.items() if name in space}
+            # Without a value, and not failed, Optuna can only hold it as pruned.
+            pruned = value is None and not error
+            self.add_evaluated_point(params, value, error=error, pruned=pruned)  # type: ignore[arg-type]
+        elif (pruned or error) and trial_id not in self._completed_trials:
+            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+            cast(optuna.Study, self._ot_study).tell(self._ot_trials[trial_id], state=state)
+            self._completed_trials.add(trial_id)
+        else:
             super().on_trial_complete(trial_id, result, error)
-            return
-        value = (result or {}).get(self.metric)
-        space = self._space if isinstance(self._space, dict) else {}
-        params = {name: chosen for name, chosen in config.items() if name in space}
-        # Optuna records a failed or pruned trial without a value (OptunaSearch does the same).
-        self.add_evaluated_point(params, value, error=error, pruned=value is None and not error)  # type: ignore[arg-type]
+        self.last_epochs.pop(trial_id, None)
 
     def restore(self, checkpoint_path: str) -> None:
         # Tune restores the searcher inside fit(), after the driver handed it the adoptions.
@@ -90,10 +110,21 @@ class AdoptingOptunaSearch(OptunaSearch):
         self.adoptions = pending
 
 
+# ASHA's max_t for a trainer without an epochs parameter.
+DEFAULT_MAX_EPOCHS = 100
+
+
+def stopped_early(result: dict[str, Any] | None, error: bool) -> bool:
+    """Whether a trial that ended with `result` was stopped before its end (by its scheduler,
+    or the study's time budget): it did not fail, and its trainer never reported its final
+    epoch (the contract asks every trainer to)."""
+    return not error and result is not None and not result.get(ENDED, False)
+
+
 def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
     config = spec.scheduler
     if config.asha is not None:
-        epochs = planned_epochs(spec, info) or 100
+        epochs = planned_epochs(spec, info) or DEFAULT_MAX_EPOCHS
         return ASHAScheduler(
             time_attr=EPOCH,
             max_t=max(epochs, config.asha.grace_period),
@@ -107,6 +138,21 @@ def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
             min_samples_required=config.median.min_samples_required,
         )
     return FIFOScheduler()
+
+
+def decision_epochs(spec: StudySpec, info: TrainerInfo) -> DecisionEpochs:
+    """Where the study's scheduler decides whether a trial goes on: ASHA at each rung below its
+    max_t (the same rungs Ray's ASHA makes: grace_period × reduction_factor^k), the median rule
+    at every epoch from its grace period on; nowhere without early stopping."""
+    config = spec.scheduler
+    if config.asha is not None:
+        asha = config.asha
+        max_t = max(planned_epochs(spec, info) or DEFAULT_MAX_EPOCHS, asha.grace_period)
+        count = int(math.log(max_t / asha.grace_period) / math.log(asha.reduction_factor) + 1)
+        return DecisionEpochs(rungs=frozenset(asha.grace_period * asha.reduction_factor**k for k in range(count)))
+    if config.median is not None:
+        return DecisionEpochs(every_from=config.median.grace_period)
+    return DecisionEpochs()
 
 
 def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
@@ -134,7 +180,8 @@ def make_trainable(
     data = study_data(spec, info, data_roots, experiment_dir)
     r = spec.resources
     plan = WorkerPlan(workers=r.workers, cpu=r.cpu, gpu=r.gpu, storage_path=train_storage(experiment_dir))
-    run_trial = trial_function(spec.params, info, plan, spec.failure.checkpoint_interval_s, carried)
+    decisions = decision_epochs(spec, info)
+    run_trial = trial_function(spec.params, info, plan, spec.failure.checkpoint_interval_s, carried, decisions)
     resources = {"cpu": r.cpu, "gpu": r.gpu} if r.workers == 1 else {"cpu": DATA_PARALLEL_TRIAL_CPU}
     return tune.with_resources(tune.with_parameters(run_trial, data=data), resources)
 

@@ -12,18 +12,21 @@ import torch
 from ray import tune
 from ray.tune.result import DONE
 
-from cluster.worker.handover import Pacing
+from cluster.worker.handover import NO_DECISIONS, DecisionEpochs, Pacing
 from cluster.worker.stream import ray_data_groups
 from trainers.workercontext import StudyData, WorkerContext
 
 CHECKPOINT_FILE = "state.pt"
 # How often a trial hands its epochs to Tune. Each hand-over stops the training thread
 # until the driver fetches the result, which for epochs of milliseconds costs more than
-# the epoch; early stopping decides at this granularity.
+# the epoch; an epoch where the scheduler decides is handed over at once.
 REPORT_INTERVAL_S = 0.5
-# Result keys: the epoch count (schedulers' time attribute) and every epoch since the last result.
+# Result keys: the epoch count (schedulers' time attribute), every epoch since the last result,
+# and whether the trainer marked it final (Tune's `done` is set on a result its scheduler
+# stopped the trial at, too).
 EPOCH = "epoch"
 HISTORY = "anneal_epochs"
+ENDED = "anneal_ended"
 # Checkpoint file keys beside the trainer's state: the metrics reported with it, and whether
 # it was the trial's final report.
 METRICS = "metrics"
@@ -34,10 +37,10 @@ class TuneTrainContext(WorkerContext):
     """The trainer's context inside a Ray Tune trial, and the trial's side of a data-parallel one.
 
     Epochs reach Tune as `Pacing` says, each result carrying every epoch since the last one,
-    so no metric is lost. The final result says the trial is done, so Tune ends it on that
-    result rather than on a second round trip to the driver once the function returns. A
-    data-parallel trial's workers pace themselves and hand their epochs over here
-    (`hand_over`).
+    so no metric is lost; at an epoch where the scheduler decides, at once. The final result
+    says the trial is done, so Tune ends it on that result rather than on a second round trip
+    to the driver once the function returns. A data-parallel trial's workers pace themselves
+    and hand their epochs over here (`hand_over`).
     """
 
     def __init__(
@@ -50,13 +53,14 @@ class TuneTrainContext(WorkerContext):
         checkpoint_interval_s: float,
         gpu_ids: Sequence[int] = (),
         report_interval_s: float = REPORT_INTERVAL_S,
+        decisions: DecisionEpochs = NO_DECISIONS,
         carried_checkpoint: str = "",
     ) -> None:
         super().__init__(config, data, device, num_threads=num_threads, gpu_ids=gpu_ids, group_reader=ray_data_groups)
         self._carried_checkpoint = carried_checkpoint
         self._newest: tuple[dict[str, Any], Any] | None = None
         self._looked = False
-        self.pacing = Pacing(report_interval_s, checkpoint_interval_s)
+        self.pacing = Pacing(report_interval_s, checkpoint_interval_s, decisions)
         self.epoch = 0  # epochs trained so far, those of earlier attempts included
         self._pending: list[dict[str, float]] = []  # epochs not yet handed to Tune
         # Every epoch's metrics so far. Each checkpoint keeps them, and a trial resumed from one
@@ -69,7 +73,7 @@ class TuneTrainContext(WorkerContext):
     ) -> None:
         self.epoch += 1
         self._pending.append({**metrics, EPOCH: self.epoch})
-        hand, persist = self.pacing.due(final, checkpoint is not None)
+        hand, persist = self.pacing.due(final, checkpoint is not None, self.epoch)
         if hand:
             self.hand_over([], checkpoint if persist else None, final=final)
 
@@ -81,7 +85,7 @@ class TuneTrainContext(WorkerContext):
         self.epoch = int(epochs[-1][EPOCH])
         result: dict[str, Any] = {**epochs[-1], HISTORY: epochs}
         if final:
-            result[DONE] = True
+            result[DONE] = result[ENDED] = True
         if checkpoint is None:
             tune.report(result)
             return

@@ -58,6 +58,7 @@ def run_data_parallel(target: str, trial_id: str, data: StudyData, context: Tune
         num_threads=plan.threads,
         report_interval_s=context.pacing.report_interval_s,
         checkpoint_interval_s=context.pacing.checkpoint_interval_s,
+        decisions=context.pacing.decisions,
     )
     trainer = TrialTorchTrainer(
         train_worker,

@@ -20,8 +20,9 @@ import torch
 from ray import tune
 from ray.tune.result import DONE
 
-from cluster.trial.context import EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
+from cluster.trial.context import ENDED, EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
 from cluster.trial.plan import WorkerPlan
+from cluster.worker.handover import NO_DECISIONS, DecisionEpochs
 from trainers.contract import TrainerInfo
 from trainers.workercontext import StudyData, device_for
 
@@ -54,7 +55,8 @@ def report_end(
 ) -> None:
     """Reports, again, the end of a trial that ended before its study's driver died, with its
     final checkpoint (and its epochs, when the store may lack some), and trains nothing."""
-    result: dict[str, Any] = {**metrics, EPOCH: epochs, HISTORY: history or [result_of(metrics, epochs)], DONE: True}
+    ended = history or [result_of(metrics, epochs)]
+    result: dict[str, Any] = {**metrics, EPOCH: epochs, HISTORY: ended, DONE: True, ENDED: True}
     if checkpoint is None:
         tune.report(result)
         return
@@ -70,10 +72,12 @@ def trial_function(
     plan: WorkerPlan,
     checkpoint_interval_s: float,
     carried: Mapping[str, Carried] | None = None,
+    decisions: DecisionEpochs = NO_DECISIONS,
 ) -> Callable[[dict[str, Any], StudyData], None]:
     """The function Tune runs for each trial: fixed params merged with the sampled config,
-    trained here or, with `plan.workers` > 1, on a Ray Train worker group. On a resumed
-    study, `carried` holds what each trial of the previous driver left."""
+    trained here or, with `plan.workers` > 1, on a Ray Train worker group, handing its epochs
+    to Tune at once at the scheduler's `decisions`. On a resumed study, `carried` holds what
+    each trial of the previous driver left."""
     fixed = dict(fixed)
     carried = dict(carried or {})
 
@@ -94,6 +98,7 @@ def trial_function(
             device_for(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available()),
             num_threads=plan.threads,
             checkpoint_interval_s=checkpoint_interval_s,
+            decisions=decisions,
             gpu_ids=gpu_ids,
             carried_checkpoint=brought.checkpoint_dir,
         )

@@ -23,22 +23,45 @@ class Handover:
     final: bool
 
 
-class Pacing:
-    """When epochs are handed to Tune (every `report_interval_s`, and at the final epoch) and
-    when a checkpoint is persisted (at most every `checkpoint_interval_s`, and always at the
-    final epoch): each hand-over is a round trip to the driver (a single-worker trial's trainer
-    waits for it; a data-parallel rank 0 sends it from a thread, `cluster.worker.sender`), and
-    each checkpoint is a copy into the experiment storage and a snapshot on the driver."""
+@dataclass(frozen=True)
+class DecisionEpochs:
+    """The epochs at which a trial's scheduler decides whether the trial goes on: ASHA's rungs,
+    or every epoch from the median rule's grace period. At each, the trial hands its epochs to
+    Tune at once and waits for the decision, so it is stopped there and not a batch later."""
 
-    def __init__(self, report_interval_s: float, checkpoint_interval_s: float) -> None:
+    rungs: frozenset[int] = frozenset()
+    every_from: int | None = None
+
+    def __contains__(self, epoch: object) -> bool:
+        if not isinstance(epoch, int):
+            return False
+        return epoch in self.rungs or (self.every_from is not None and epoch >= self.every_from)
+
+
+NO_DECISIONS = DecisionEpochs()  # no early stopping: epochs go in batches, every report_interval_s
+
+
+class Pacing:
+    """When epochs are handed to Tune (every `report_interval_s`, at each of `decisions`, and at
+    the final epoch) and when a checkpoint is persisted (at most every `checkpoint_interval_s`,
+    and always at the final epoch): each hand-over is a round trip to the driver (a
+    single-worker trial's trainer waits for it; a data-parallel rank 0 sends it from a thread,
+    `cluster.worker.sender`), and each checkpoint is a copy into the experiment storage and a
+    snapshot on the driver."""
+
+    def __init__(
+        self, report_interval_s: float, checkpoint_interval_s: float, decisions: DecisionEpochs = NO_DECISIONS
+    ) -> None:
         self.report_interval_s = report_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.decisions = decisions
         self._last_reported = self._last_persisted = time.monotonic()
 
-    def due(self, final: bool, has_checkpoint: bool) -> tuple[bool, bool]:
+    def due(self, final: bool, has_checkpoint: bool, epoch: int = 0) -> tuple[bool, bool]:
         """(hand the pending epochs over now, persist this epoch's checkpoint with them)."""
         moment = time.monotonic()
-        if not final and moment - self._last_reported < self.report_interval_s:
+        now = final or epoch in self.decisions
+        if not now and moment - self._last_reported < self.report_interval_s:
             return False, False
         self._last_reported = moment
         persist = has_checkpoint and (final or moment - self._last_persisted >= self.checkpoint_interval_s)

@@ -20,7 +20,7 @@ from ray import train
 from ray.train import torch as train_torch
 from ray.util.queue import Queue
 
-from cluster.worker.handover import Handover, Pacing
+from cluster.worker.handover import DecisionEpochs, Handover, Pacing
 from cluster.worker.sender import HandoverSender, snapshot
 from cluster.worker.stream import ray_data_groups
 from trainers.contract import import_target
@@ -42,6 +42,7 @@ class WorkerSetup:
     num_threads: int
     report_interval_s: float
     checkpoint_interval_s: float
+    decisions: DecisionEpochs
 
 
 class TrainWorkerContext(WorkerContext):
@@ -64,7 +65,7 @@ class TrainWorkerContext(WorkerContext):
         self._resumed = resumed
         self._epoch = setup.start_epoch
         self._pending: list[dict[str, float]] = []
-        self._pacing = Pacing(setup.report_interval_s, setup.checkpoint_interval_s)
+        self._pacing = Pacing(setup.report_interval_s, setup.checkpoint_interval_s, setup.decisions)
         self._sender = HandoverSender(setup.channel.put)
 
     def report(
@@ -75,7 +76,7 @@ class TrainWorkerContext(WorkerContext):
         if self.rank != 0:
             return
         self._pending.append({**averaged, EPOCH: self._epoch})
-        hand, persist = self._pacing.due(final, checkpoint is not None)
+        hand, persist = self._pacing.due(final, checkpoint is not None, self._epoch)
         if hand:
             epochs, self._pending = self._pending, []
             self._sender.wait()  # the one before has arrived: one snapshot at a time

@@ -18,7 +18,7 @@ from cluster.driver.resume import newest_checkpoint, plan_resume, snapshot_trial
 from cluster.driver.tuning import AdoptingOptunaSearch
 from cluster.driver.writer import Record
 from cluster.store.store import now
-from cluster.trial.context import EPOCH
+from cluster.trial.context import ENDED, EPOCH
 from cluster.trial.function import ADOPTED_AS
 
 
@@ -96,8 +96,8 @@ def test_the_searcher_hands_out_adoptions_first_and_learns_them_when_they_end(tm
     sampled = search.suggest("new-2")
     assert sampled is not None and ADOPTED_AS not in sampled
     search.on_trial_result("new-1", {"loss": 0.3, "training_iteration": 1})  # not Optuna's trial: ignored
-    search.on_trial_complete("new-1", {"loss": 0.25})
-    search.on_trial_complete("new-2", {"loss": 0.5})
+    search.on_trial_complete("new-1", {"loss": 0.25, ENDED: True})
+    search.on_trial_complete("new-2", {"loss": 0.5, ENDED: True})
     values = sorted(t.value for t in search._ot_study.trials if t.value is not None)
     assert values == [0.25, 0.5]
 
@@ -105,7 +105,7 @@ def test_the_searcher_hands_out_adoptions_first_and_learns_them_when_they_end(tm
 def test_the_searcher_learns_a_restored_trial_newer_than_its_own_snapshot() -> None:
     search = searcher()  # its snapshot predates the trial Tune restored and goes on running
     search.on_trial_result("newer", {"loss": 0.3, "training_iteration": 2})
-    search.on_trial_complete("newer", {"loss": 0.2, "config": {"x": 0.1}})
+    search.on_trial_complete("newer", {"loss": 0.2, "config": {"x": 0.1}, ENDED: True})
     assert [(t.params, t.value) for t in search._ot_study.trials] == [({"x": 0.1}, 0.2)]
 
 
