@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ class PredictRouter:
         self.settings = settings
         self.store = store
         self._routes: dict[DeploymentKey, Route] = {}
+        self._making = threading.Lock()
 
     def predict(
         self, name: str, rows: Sequence[Sequence[float]], principal: Principal, tensors: Sequence[Tensor] = ()
@@ -196,6 +198,17 @@ class PredictRouter:
         route = self._routes.get(key)
         if route is not None and not self._changed(route, key, name):
             return route
+        # One at a time: calls that race here would each initialise the app's Serve handle,
+        # and every router made so reports its own load to Serve's autoscaler under the one
+        # handle id, the idle ones hiding the busy one's.
+        with self._making:
+            route = self._routes.get(key)
+            if route is None:
+                route = self._new_route(key, name)
+                self._routes[key] = route
+            return route
+
+    def _new_route(self, key: DeploymentKey, name: str) -> Route:
         deployment = stored_deployment(self.store, key, name)
         if deployment.state is DeploymentState.DELETED:
             raise NotFound(f"deployment {name} was deleted")
@@ -216,9 +229,7 @@ class PredictRouter:
             return retry_lost_replicas(lambda timeout_s: ask(handle, rows, timeout_s), PREDICT_TIMEOUT_S, name)
 
         batcher = PredictBatcher(call, deployment.max_batch_size, dispatchers=batches_in_flight(deployment))
-        route = Route(batcher, self._input_shape(deployment.study_id), deployment.updated_at, time.monotonic())
-        self._routes[key] = route
-        return route
+        return Route(batcher, self._input_shape(deployment.study_id), deployment.updated_at, time.monotonic())
 
     def _changed(self, route: Route, key: DeploymentKey, name: str) -> bool:
         """Whether the stored deployment changed since the route was made (asked every

@@ -3,6 +3,8 @@ was lost, until its deadline; other errors are not retried."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -141,3 +143,24 @@ def test_small_batches_go_over_the_direct_channel_and_large_ones_as_ray_tasks() 
     assert fits_direct([[0.0] * 64] * predict.DIRECT_MAX_ROWS)
     assert not fits_direct([[0.0]] * (predict.DIRECT_MAX_ROWS + 1))
     assert not fits_direct([[0.0] * (predict.DIRECT_MAX_VALUES + 1)])  # one wide row: an image, say
+
+
+def test_calls_racing_to_a_deployment_make_one_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each route initialises the app's Serve handle; several would report load to Serve's
+    autoscaler under one handle id, the idle ones hiding the busy one's."""
+    router = PredictRouter(Settings.load(home=tmp_path), cast(Store, None))
+    made: list[Route] = []
+
+    def new_route(key: object, name: str) -> Route:
+        time.sleep(0.05)  # a store read and a Serve controller round trip
+        made.append(Route(PredictBatcher(lambda rows: ANSWER, max_rows=1), input_shape=()))
+        return made[-1]
+
+    monkeypatch.setattr(router, "_new_route", new_route)
+    routes: list[Route] = []
+    threads = [threading.Thread(target=lambda: routes.append(router._route(("alice", "m"), "m"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1 and routes == made * 8
