@@ -100,6 +100,9 @@ def print_study(study: Study) -> None:
     out.print(f"study {study.study_id} ({study.name}): {study.state.value}")
     if study.error:
         out.print(f"  error: {study.error}")
+    if study.spec.search.warm_start:
+        earlier = ", ".join(study.spec.search.warm_start)
+        out.print(f"  warm-started: its sampler learnt {study.warm_start_trials} completed trials of {earlier}")
     if study.best_trial:
         out.print(f"  best trial {study.best_trial.trial_id}: config {study.best_trial.config}")
         out.print(f"  metrics {study.best_trial.metrics}; held-out {study.best_test_metrics}")

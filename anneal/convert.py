@@ -142,7 +142,9 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
         trainer=spec.trainer,
         dataset=_dataset_to_pb(spec.dataset),
         objective=pb.Objective(metric=spec.objective.metric, mode=_MODE_TO_PB[spec.objective.mode]),
-        search=pb.SearchSpec(sampler=_SAMPLER_TO_PB[spec.search.sampler], seed=spec.search.seed),
+        search=pb.SearchSpec(
+            sampler=_SAMPLER_TO_PB[spec.search.sampler], seed=spec.search.seed, warm_start=spec.search.warm_start
+        ),
         budget=pb.Budget(**spec.budget.model_dump()),
         resources=pb.Resources(**spec.resources.model_dump()),
         failure=pb.FailurePolicy(**spec.failure.model_dump()),
@@ -208,6 +210,8 @@ def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
         sampler = _enum_from_pb(_SAMPLER_FROM_PB, message.search.sampler)
         if sampler is not None:
             search["sampler"] = sampler
+        if message.search.warm_start:
+            search["warm_start"] = list(message.search.warm_start)
         data["search"] = search
     kind = message.scheduler.WhichOneof("kind")
     if kind is not None:
@@ -279,6 +283,7 @@ def study_to_pb(study: Study) -> pb.Study:
         model_uri=study.model_uri,
         driver_restarts=study.driver_restarts,
         owner=study.owner,
+        warm_start_trials=study.warm_start_trials,
     )
     if study.best_trial is not None:
         message.best_trial.CopyFrom(trial_to_pb(study.best_trial))
@@ -305,6 +310,7 @@ def study_from_pb(message: pb.Study) -> Study:
         model_uri=message.model_uri,
         driver_restarts=message.driver_restarts,
         owner=message.owner,
+        warm_start_trials=message.warm_start_trials,
     )
 
 

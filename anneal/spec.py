@@ -179,9 +179,30 @@ class Objective(_Spec):
     mode: Mode = Field(description="max or min.")
 
 
+# The most earlier studies one study may warm-start from.
+MAX_WARM_START = 16
+
+
 class SearchSpec(_Spec):
     sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random, gp or cmaes.")
     seed: int | None = Field(None, description="Seed of the sampler; unset means not reproducible.")
+    warm_start: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_WARM_START,
+        description="Ids of earlier studies of yours with the same objective: their completed trials reach the "
+        "sampler before its first suggestion, for the parameters both studies tune over the same domain; they "
+        "are not run again.",
+    )
+
+    @field_validator("warm_start")
+    @classmethod
+    def _check_warm_start(cls, studies: list[str]) -> list[str]:
+        for index, study_id in enumerate(studies):
+            if not study_id:
+                raise _field_error(str(index), "is empty; give a study id")
+            if study_id in studies[:index]:
+                raise _field_error(str(index), f"{study_id!r} is given more than once")
+        return studies
 
 
 class AshaConfig(_Spec):
@@ -345,6 +366,15 @@ class DeployPolicy(_Spec):
         return scaling.min_replicas if scaling is not None else self.replicas
 
 
+def _domain_text(domain: Domain) -> str:
+    """A domain as a person reads it: `float [0.001, 0.1] log`, `categorical [adam, sgd]`."""
+    if domain.categorical is not None:
+        return f"categorical [{', '.join(map(str, domain.categorical))}]"
+    bounds = domain.float_range if domain.float_range is not None else domain.int_range
+    assert bounds is not None
+    return f"{domain.kind} [{bounds.low:g}, {bounds.high:g}]" + (" log" if bounds.log else "")
+
+
 class StudySpec(_Spec):
     """Everything anneal needs to tune one trainer on one dataset."""
 
@@ -366,6 +396,36 @@ class StudySpec(_Spec):
     def reserved_cpus(self) -> float:
         """CPUs the study keeps free of its trials, for the tasks that read its data."""
         return TABLE_READ_CPUS if self.dataset.format is not None else 0.0
+
+    def warm_start_errors(self, earlier: StudySpec, index: int) -> list[FieldError]:
+        """Why the trials of `earlier` (`search.warm_start[index]`) cannot teach this study's
+        sampler: another objective, or a parameter both tune over different domains (which
+        names that parameter); none when they share no parameter either."""
+        here = f"search.warm_start[{index}]"
+        if earlier.objective != self.objective:
+            mine, theirs = self.objective, earlier.objective
+            return [
+                FieldError(
+                    here,
+                    f"that study optimises {theirs.metric} ({theirs.mode}); this one {mine.metric} ({mine.mode})",
+                )
+            ]
+        errors = [
+            FieldError(
+                f"search_space.{name}",
+                f"is {_domain_text(domain)} here and {_domain_text(earlier.search_space[name])} in the study "
+                f"of {here}; warm starts need the same domain",
+            )
+            for name, domain in self.search_space.items()
+            if name in earlier.search_space and earlier.search_space[name] != domain
+        ]
+        if not errors and not self.warm_parameters(earlier):
+            errors.append(FieldError(here, "that study tunes none of this study's parameters"))
+        return errors
+
+    def warm_parameters(self, earlier: StudySpec) -> list[str]:
+        """The parameters this study and `earlier` both tune, over the same domain."""
+        return [name for name, domain in self.search_space.items() if earlier.search_space.get(name) == domain]
 
     @field_validator("search_space")
     @classmethod

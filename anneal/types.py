@@ -103,6 +103,7 @@ class Study(_Result):
     error: str = ""
     model_uri: str = ""
     driver_restarts: int = 0  # times the server started the study's driver again after it died
+    warm_start_trials: int = 0  # completed trials of earlier studies its sampler learnt first (not run)
     owner: str = ""  # the principal that created it
 
 

@@ -189,12 +189,14 @@ class Objective(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., mode: _Optional[_Union[ObjectiveMode, str]] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("sampler", "seed")
+    __slots__ = ("sampler", "seed", "warm_start")
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
     sampler: Sampler
     seed: int
-    def __init__(self, sampler: _Optional[_Union[Sampler, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    warm_start: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sampler: _Optional[_Union[Sampler, str]] = ..., seed: _Optional[int] = ..., warm_start: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AshaScheduler(_message.Message):
     __slots__ = ("grace_period", "reduction_factor")
@@ -342,7 +344,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., config: _Optional[_Mapping[str, Scalar]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epochs: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts", "owner")
+    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts", "owner", "warm_start_trials")
     class BestTestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +370,7 @@ class Study(_message.Message):
     MODEL_URI_FIELD_NUMBER: _ClassVar[int]
     DRIVER_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_TRIALS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     name: str
     spec: StudySpec
@@ -386,7 +389,8 @@ class Study(_message.Message):
     model_uri: str
     driver_restarts: int
     owner: str
-    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    warm_start_trials: int
+    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ..., owner: _Optional[str] = ..., warm_start_trials: _Optional[int] = ...) -> None: ...
 
 class StudyEvent(_message.Message):
     __slots__ = ("sequence", "study_id", "kind", "time", "trial", "study_state", "message")

@@ -13,6 +13,7 @@ from cluster.driver.recording import TrialRecorder
 from cluster.driver.resume import plan_resume, snapshot_trial_ids
 from cluster.driver.studyrun import StudyRun
 from cluster.driver.tuning import build_tuner, concurrent_trials, planned_epochs, restore_tuner
+from cluster.driver.warmstart import EarlierTrial, earlier_trials
 from cluster.driver.warmtrain import TrainWarmer
 
 
@@ -26,6 +27,7 @@ class _NoMetricFilesWarning(logging.Filter):
 
 
 logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_NoMetricFilesWarning())
+log = logging.getLogger("anneal.driver")
 
 
 def fit(run: StudyRun) -> list[tune.Result]:
@@ -46,10 +48,21 @@ def fit(run: StudyRun) -> list[tune.Result]:
             experiment_name=run.study_id,
             storage_path=run.settings.tune_storage,
             callbacks=callbacks,
+            earlier=_warm_start(run),
             data_roots=run.settings.data_roots,
         )
     grid = tuner.fit()
     return [grid[i] for i in range(len(grid))]
+
+
+def _warm_start(run: StudyRun) -> list[EarlierTrial]:
+    """The completed trials of the studies this one warm-starts from, their count recorded on
+    the study (a Tune snapshot holds them once learnt, so a restored Tuner asks for none)."""
+    earlier = earlier_trials(run.store, run.spec)
+    if run.spec.search.warm_start:
+        run.store.update_study(run.study_id, warm_start_trials=len(earlier))
+        log.info("the sampler learns %d completed trials of %s first", len(earlier), run.spec.search.warm_start)
+    return earlier
 
 
 def train_warmers(run: StudyRun) -> list[tune.Callback]:
@@ -82,6 +95,7 @@ def _resumed_tuner(run: StudyRun, recorder: TrialRecorder, callbacks: list[tune.
             callbacks=callbacks,
             carried=plan.carried,
             adoptions=plan.adoptions,
+            earlier=_warm_start(run),
             data_roots=settings.data_roots,
         )
     tuner, callbacks = restore_tuner(

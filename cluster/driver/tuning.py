@@ -16,10 +16,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from anneal.spec import StudySpec
 from cluster.driver.studydata import study_data
+from cluster.driver.warmstart import EarlierTrial
 from cluster.trial.context import ENDED, EPOCH, HISTORY
-from cluster.trial.function import ADOPTED_AS, Carried, trial_function
+from cluster.trial.function import ADOPTED_AS, Carried, DecisionEpochs, trial_function
 from cluster.trial.plan import WorkerPlan
-from cluster.worker.handover import DecisionEpochs
 from trainers.contract import TrainerInfo
 
 
@@ -47,6 +47,10 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     }
     sampler: optuna.samplers.BaseSampler = samplers[spec.search.sampler]()
     return sampler
+
+
+# The user attribute of an Optuna trial learnt from an earlier study: that study's id.
+WARM_START_ATTR = "anneal_warm_start"
 
 
 class AdoptingOptunaSearch(OptunaSearch):
@@ -102,6 +106,20 @@ class AdoptingOptunaSearch(OptunaSearch):
         else:
             super().on_trial_complete(trial_id, result, error)
         self.last_epochs.pop(trial_id, None)
+
+    def learn_earlier(self, trials: Sequence[EarlierTrial]) -> None:
+        """Adds completed trials of earlier studies to Optuna's study, before its first
+        suggestion: each as a complete trial over the parameters it shares with this space,
+        marked with the study it came from."""
+        space = self._space if isinstance(self._space, dict) else {}
+        study = cast(optuna.Study, self._ot_study)
+        for earlier in trials:
+            distributions = {name: space[name] for name in earlier.params}
+            attrs = {WARM_START_ATTR: earlier.study_id}
+            learnt = optuna.trial.create_trial(
+                params=earlier.params, distributions=distributions, value=earlier.value, user_attrs=attrs
+            )
+            study.add_trial(learnt)
 
     def restore(self, checkpoint_path: str) -> None:
         # Tune restores the searcher inside fit(), after the driver handed it the adoptions.
@@ -214,10 +232,12 @@ def build_tuner(
     callbacks: list[tune.Callback],
     carried: dict[str, Carried] | None = None,
     adoptions: list[tuple[str, dict[str, Any]]] | None = None,
+    earlier: Sequence[EarlierTrial] = (),
     data_roots: Sequence[str],
 ) -> tune.Tuner:
-    """A new Tuner for the study; `carried` and `adoptions` start it with the trials of a
-    driver that died before Tune's first snapshot."""
+    """A new Tuner for the study, its sampler taught the `earlier` trials of the studies it
+    warm-starts from; `carried` and `adoptions` start it with the trials of a driver that died
+    before Tune's first snapshot."""
     search = AdoptingOptunaSearch(
         space=optuna_space(spec),
         metric=spec.objective.metric,
@@ -225,6 +245,7 @@ def build_tuner(
         sampler=optuna_sampler(spec),
     )
     search.adoptions = list(adoptions or [])
+    search.learn_earlier(earlier)
     os.makedirs(storage_path, exist_ok=True)
     return tune.Tuner(
         make_trainable(spec, info, carried, data_roots, os.path.join(storage_path, experiment_name)),

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from anneal.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
+from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, ResourceExhausted, Unavailable
 from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import EventKind, Study, StudyEvent, StudyState
@@ -33,6 +33,7 @@ class Studies:
         check_spec_limits(spec, self.settings)
         check_spec(spec, data_roots=self.settings.data_roots)
         check_capacity(spec, self.jobs.capacity())
+        self._check_warm_start(spec, principal)
         with self._admission:
             self._check_quotas(spec, principal)
             study = self.store.create_study(spec, owner=principal.name)
@@ -45,6 +46,19 @@ class Studies:
             raise Unavailable(f"could not submit the study to Ray: {error}") from error
         self.store.update_study(study.study_id, ray_job_id=job_id)
         return self.store.get_study(study.study_id)
+
+    def _check_warm_start(self, spec: StudySpec, principal: Principal) -> None:
+        """Each study to warm-start from is the caller's own (another's is NotFound, an admin's
+        included) and can teach this one's sampler: the same objective, the same domain for
+        each parameter both tune."""
+        errors = []
+        for index, study_id in enumerate(spec.search.warm_start):
+            earlier = self.get_study(study_id, principal)
+            if earlier.owner != principal.name:
+                raise NotFound(f"no study {study_id!r}")
+            errors += spec.warm_start_errors(earlier.spec, index)
+        if errors:
+            raise InvalidSpec(errors)
 
     def _check_quotas(self, spec: StudySpec, principal: Principal) -> None:
         active = self.store.active_specs(principal.name)

@@ -29,6 +29,7 @@ studies = sa.Table(
     sa.Column("error", sa.Text, nullable=False, default=""),
     # Drivers the server started again after the study's driver died (`claim_driver`).
     sa.Column("driver_restarts", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("warm_start_trials", sa.Integer, nullable=False, default=0, server_default="0"),
     # The principal that created the study; names are unique per owner.
     sa.Column("owner", sa.String(64), nullable=False, default="", server_default="", index=True),
     # Two active studies of one owner never share a name, even when two creates race.

@@ -436,5 +436,6 @@ def _study_from_row(row: Any, trial_list: list[Trial]) -> Study:
         error=row.error,
         model_uri=row.model_uri,
         driver_restarts=row.driver_restarts,
+        warm_start_trials=row.warm_start_trials,
         owner=row.owner,
     )

@@ -22,7 +22,8 @@ from ray.tune.result import DONE
 
 from cluster.trial.context import ENDED, EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
 from cluster.trial.plan import WorkerPlan
-from cluster.worker.handover import NO_DECISIONS, DecisionEpochs
+from cluster.worker.handover import NO_DECISIONS
+from cluster.worker.handover import DecisionEpochs as DecisionEpochs  # the driver's too: it imports trial, not worker
 from trainers.contract import TrainerInfo
 from trainers.workercontext import StudyData, device_for
 
