@@ -159,6 +159,8 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
             parameter.int.CopyFrom(pb.IntDomain(**domain.int_range.model_dump()))
         else:
             parameter.categorical.choices.extend(scalar_to_pb(c) for c in domain.categorical or [])
+        for parent, values in (domain.when or {}).items():
+            parameter.when.add(parent=parent, values=[scalar_to_pb(v) for v in values])
     kind = spec.scheduler.kind
     config = getattr(spec.scheduler, kind)
     getattr(message.scheduler, kind).CopyFrom(getattr(pb, _SCHEDULER_MESSAGES[kind])(**config.model_dump()))
@@ -225,6 +227,17 @@ def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
 
 
 def _domain_from_pb(parameter: pb.Parameter) -> dict[str, Any]:
+    domain = _kind_from_pb(parameter)
+    if parameter.when:
+        parents = [condition.parent for condition in parameter.when]
+        repeated = [parent for index, parent in enumerate(parents) if parent in parents[:index]]
+        if repeated:
+            raise InvalidSpec.field(f"search_space.{parameter.name}.when.{repeated[0]}", "is given more than once")
+        domain["when"] = {c.parent: [scalar_from_pb(v) for v in c.values] for c in parameter.when}
+    return domain
+
+
+def _kind_from_pb(parameter: pb.Parameter) -> dict[str, Any]:
     kind = parameter.WhichOneof("domain")
     if kind == "float":
         return {"float": {"low": parameter.float.low, "high": parameter.float.high, "log": parameter.float.log}}

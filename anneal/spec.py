@@ -8,6 +8,7 @@ structural; the server also checks the spec against its trainer registry.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -106,6 +107,15 @@ class Domain(_OneOf):
     float_range: FloatRange | None = Field(None, alias="float", description="A real interval.")
     int_range: IntRange | None = Field(None, alias="int", description="An integer interval.")
     categorical: list[Scalar] | None = Field(None, description="A list of choices.")
+    when: dict[str, list[Scalar]] | None = Field(
+        None,
+        description="Tuned only when each named categorical parameter takes one of the given values "
+        "(e.g. {optimizer: [sgd]}); a parent may itself be conditional. Otherwise the trial leaves it out.",
+    )
+
+    def active_given(self, chosen: Mapping[str, Any]) -> bool:
+        """Whether a trial whose parameters so far are `chosen` tunes this one."""
+        return all(parent in chosen and chosen[parent] in values for parent, values in (self.when or {}).items())
 
     @field_validator("categorical")
     @classmethod
@@ -433,6 +443,50 @@ class StudySpec(_Spec):
         if not space:
             raise ValueError("must name at least one parameter to tune")
         return space
+
+    @model_validator(mode="after")
+    def _conditions_hold(self) -> StudySpec:
+        """Each `when` names a categorical parameter of the space and some of its choices, and
+        the conditions form no cycle."""
+        for name, domain in self.search_space.items():
+            for parent, values in (domain.when or {}).items():
+                where = f"search_space.{name}.when.{parent}"
+                theirs = self.search_space.get(parent)
+                if parent == name or theirs is None:
+                    raise _field_error(where, "is not another parameter of search_space")
+                if theirs.categorical is None:
+                    raise _field_error(where, f"{parent} must be a categorical parameter")
+                if not values:
+                    raise _field_error(where, "needs at least one of its choices")
+                strangers = [value for value in values if value not in theirs.categorical]
+                if strangers:
+                    raise _field_error(where, f"{strangers[0]!r} is not among {parent}'s choices")
+        self.sampling_order()
+        return self
+
+    def sampling_order(self) -> list[str]:
+        """The parameters, each after those its `when` names: the order a trial samples them in."""
+        order: list[str] = []
+        visiting: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                cycle = " → ".join([*visiting[visiting.index(name) :], name])
+                raise _field_error(f"search_space.{name}.when", f"the conditions form a cycle: {cycle}")
+            visiting.append(name)
+            for parent in self.search_space[name].when or {}:
+                visit(parent)
+            visiting.pop()
+            order.append(name)
+
+        for name in self.search_space:
+            visit(name)
+        return order
+
+    def is_conditional(self) -> bool:
+        return any(domain.when for domain in self.search_space.values())
 
     @model_validator(mode="after")
     def _fixed_or_tuned(self) -> StudySpec:

@@ -149,16 +149,26 @@ class CategoricalDomain(_message.Message):
     def __init__(self, choices: _Optional[_Iterable[_Union[Scalar, _Mapping]]] = ...) -> None: ...
 
 class Parameter(_message.Message):
-    __slots__ = ("name", "float", "int", "categorical")
+    __slots__ = ("name", "float", "int", "categorical", "when")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FLOAT_FIELD_NUMBER: _ClassVar[int]
     INT_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     float: FloatDomain
     int: IntDomain
     categorical: CategoricalDomain
-    def __init__(self, name: _Optional[str] = ..., float: _Optional[_Union[FloatDomain, _Mapping]] = ..., int: _Optional[_Union[IntDomain, _Mapping]] = ..., categorical: _Optional[_Union[CategoricalDomain, _Mapping]] = ...) -> None: ...
+    when: _containers.RepeatedCompositeFieldContainer[Condition]
+    def __init__(self, name: _Optional[str] = ..., float: _Optional[_Union[FloatDomain, _Mapping]] = ..., int: _Optional[_Union[IntDomain, _Mapping]] = ..., categorical: _Optional[_Union[CategoricalDomain, _Mapping]] = ..., when: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
+
+class Condition(_message.Message):
+    __slots__ = ("parent", "values")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    values: _containers.RepeatedCompositeFieldContainer[Scalar]
+    def __init__(self, parent: _Optional[str] = ..., values: _Optional[_Iterable[_Union[Scalar, _Mapping]]] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
     __slots__ = ("name", "validation_fraction", "test_fraction", "split_seed", "path", "format", "label", "features")

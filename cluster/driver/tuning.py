@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import optuna
 import ray
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -37,6 +39,44 @@ def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
     return space
 
 
+@dataclass(frozen=True)
+class ConditionalSpace:
+    """A search space with conditions, sampled define-by-run: each parameter in turn (parents
+    first), suggested only when its conditions hold for those chosen before it, so a trial's
+    config holds its active parameters alone. A class, not a closure: Tune pickles the searcher."""
+
+    order: tuple[str, ...]
+    distributions: dict[str, BaseDistribution]
+    conditions: dict[str, dict[str, list[Any]]]  # parameter -> parent -> the values it needs
+
+    @classmethod
+    def of(cls, spec: StudySpec) -> ConditionalSpace:
+        conditions = {name: dict(domain.when) for name, domain in spec.search_space.items() if domain.when}
+        return cls(tuple(spec.sampling_order()), optuna_space(spec), conditions)
+
+    def __call__(self, trial: Any) -> None:
+        chosen: dict[str, Any] = {}
+        for name in self.order:
+            needs = self.conditions.get(name, {})
+            if all(parent in chosen and chosen[parent] in values for parent, values in needs.items()):
+                chosen[name] = _suggest(trial, name, self.distributions[name])
+
+
+def _suggest(trial: Any, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    assert isinstance(distribution, CategoricalDistribution)
+    return trial.suggest_categorical(name, distribution.choices)
+
+
+def searched_space(spec: StudySpec) -> dict[str, BaseDistribution] | ConditionalSpace:
+    """What OptunaSearch samples: the distributions, or a ConditionalSpace when some parameter
+    has conditions."""
+    return ConditionalSpace.of(spec) if spec.is_conditional() else optuna_space(spec)
+
+
 def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     seed = spec.search.seed
     samplers: dict[str, Any] = {
@@ -58,8 +98,10 @@ class AdoptingOptunaSearch(OptunaSearch):
     snapshot lost (see `cluster.driver.resume`), each marked with the identity it adopts. Optuna
     learns an adopted trial when it ends, as an evaluated point."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, distributions: dict[str, BaseDistribution] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Every parameter's distribution, for trials Optuna learns without suggesting them.
+        self.distributions = distributions if distributions is not None else dict(kwargs.get("space") or {})
         self.adoptions: list[tuple[str, dict[str, Any]]] = []  # (trial id, config), handed out in order
         self.adopted: dict[str, dict[str, Any]] = {}  # Tune's trial id -> the config it adopted
         self.last_epochs: dict[str, int] = {}  # Tune's trial id -> the last epoch Optuna learnt
@@ -94,13 +136,12 @@ class AdoptingOptunaSearch(OptunaSearch):
             config = (result or {}).get("config") or {}
         if config is not None:
             value = None if pruned or error else (result or {}).get(self.metric)
-            space = self._space if isinstance(self._space, dict) else {}
-            params = {name: chosen for name, chosen in config.items() if name in space}
+            params = {name: chosen for name, chosen in config.items() if name in self.distributions}
             # Without a value, and not failed, Optuna can only hold it as pruned.
-            pruned = value is None and not error
-            self.add_evaluated_point(params, value, error=error, pruned=pruned)  # type: ignore[arg-type]
+            state = TrialState.FAIL if error else TrialState.PRUNED if value is None else TrialState.COMPLETE
+            self._learn(params, value, state)
         elif (pruned or error) and trial_id not in self._completed_trials:
-            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+            state = TrialState.FAIL if error else TrialState.PRUNED
             cast(optuna.Study, self._ot_study).tell(self._ot_trials[trial_id], state=state)
             self._completed_trials.add(trial_id)
         else:
@@ -111,15 +152,19 @@ class AdoptingOptunaSearch(OptunaSearch):
         """Adds completed trials of earlier studies to Optuna's study, before its first
         suggestion: each as a complete trial over the parameters it shares with this space,
         marked with the study it came from."""
-        space = self._space if isinstance(self._space, dict) else {}
-        study = cast(optuna.Study, self._ot_study)
         for earlier in trials:
-            distributions = {name: space[name] for name in earlier.params}
-            attrs = {WARM_START_ATTR: earlier.study_id}
-            learnt = optuna.trial.create_trial(
-                params=earlier.params, distributions=distributions, value=earlier.value, user_attrs=attrs
-            )
-            study.add_trial(learnt)
+            self._learn(earlier.params, earlier.value, TrialState.COMPLETE, {WARM_START_ATTR: earlier.study_id})
+
+    def _learn(
+        self, params: dict[str, Any], value: float | None, state: TrialState, attrs: dict[str, Any] | None = None
+    ) -> None:
+        """Adds a trial Optuna did not suggest, over the parameters it holds (a conditional
+        space's trial holds its active ones only)."""
+        distributions = {name: self.distributions[name] for name in params}
+        learnt = optuna.trial.create_trial(
+            params=params, distributions=distributions, value=value, state=state, user_attrs=attrs or {}
+        )
+        cast(optuna.Study, self._ot_study).add_trial(learnt)
 
     def restore(self, checkpoint_path: str) -> None:
         # Tune restores the searcher inside fit(), after the driver handed it the adoptions.
@@ -239,7 +284,8 @@ def build_tuner(
     warm-starts from; `carried` and `adoptions` start it with the trials of a driver that died
     before Tune's first snapshot."""
     search = AdoptingOptunaSearch(
-        space=optuna_space(spec),
+        space=searched_space(spec),
+        distributions=optuna_space(spec),
         metric=spec.objective.metric,
         mode=spec.objective.mode,
         sampler=optuna_sampler(spec),
