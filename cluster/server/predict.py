@@ -20,6 +20,7 @@ from cluster.server.access import DeploymentKey, deployment_key, stored_deployme
 from cluster.server.batching import Answers, PredictBatcher
 from cluster.server.principals import Principal
 from cluster.serving.deploy import app_name
+from cluster.serving.replica import RowsRefused
 from cluster.store.store import Store
 from trainers.registry import registered
 
@@ -73,24 +74,14 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape)) or "()"
 
 
-class RowsRefused(Exception):
-    """The model refused the rows it was sent (their width, their shape): the caller's error."""
-
-
 def ask(handle: Any, rows: list[list[float]], timeout_s: float) -> Answers:
-    """The replica's answers to `rows` through a Serve handle. A model's ValueError or TypeError
-    comes back wrapped in a RayTaskError when sent as a Ray task, and as itself over Serve's
-    direct gRPC channel; either is RowsRefused."""
-    from ray.exceptions import RayTaskError
-
+    """The replica's answers to `rows` through a Serve handle. The replica's RowsRefused comes
+    back as itself over Serve's direct gRPC channel, and as a RayTaskError that is one too when
+    sent as a Ray task; either way it is raised with the model's message alone."""
     try:
         return cast(Answers, handle.predict.remote(rows).result(timeout_s=timeout_s))
-    except RayTaskError as error:
-        if isinstance(error.cause, ValueError | TypeError):
-            raise RowsRefused(str(error.cause)) from None
-        raise
-    except (ValueError, TypeError) as error:
-        raise RowsRefused(str(error)) from None
+    except RowsRefused as refused:
+        raise RowsRefused(str(getattr(refused, "cause", refused))) from None
 
 
 def retry_lost_replicas(send: Callable[[float], Answers], timeout_s: float, name: str) -> Answers:

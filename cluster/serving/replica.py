@@ -17,6 +17,11 @@ from cluster.serving.package import load_from_mlflow
 REPLICA_CPUS = 0.5
 
 
+class RowsRefused(ValueError):
+    """The model refused the rows it was sent (their width, their shape): the caller's error,
+    told apart from any other error on the way to and from a replica."""
+
+
 @serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS})
 class ModelServer:
     """One replica of a deployed model: `predict` for handles, JSON over HTTP."""
@@ -26,7 +31,10 @@ class ModelServer:
         self.loaded = load_from_mlflow(model_uri, tracking_uri)
 
     async def predict(self, rows: list[list[float]]) -> list[Prediction]:
-        return self.loaded.predict(rows)
+        try:
+            return self.loaded.predict(rows)
+        except (ValueError, TypeError) as error:
+            raise RowsRefused(str(error)) from None
 
     async def __call__(self, request: Request) -> dict[str, Any]:
         body = await request.json()

@@ -17,7 +17,8 @@ from anneal.settings import Settings
 from anneal.types import Prediction
 from cluster.server import predict
 from cluster.server.batching import PredictBatcher, Rows
-from cluster.server.predict import PredictRouter, Route, RowsRefused, ask, check_rows, fits_direct, retry_lost_replicas
+from cluster.server.predict import PredictRouter, Route, ask, check_rows, fits_direct, retry_lost_replicas
+from cluster.serving.replica import RowsRefused
 from cluster.store.store import Store
 from tests.unit.helpers import principal
 
@@ -117,21 +118,29 @@ class Handle:
         raise self.error
 
 
-def refused_as_task() -> RayTaskError:
+REFUSAL = "each row needs 64 values, got shape (1, 2)"
+
+
+def refused_as_task() -> Exception:
+    """What `ray.get` raises for a replica's RowsRefused: a RayTaskError that is one too."""
     try:
-        raise ValueError("each row needs 64 values, got shape (1, 2)")
-    except ValueError as cause:
-        return RayTaskError("predict", "traceback", cause)
+        raise RowsRefused(REFUSAL)
+    except RowsRefused as cause:
+        return RayTaskError("predict", "Traceback ... RowsRefused", cause).as_instanceof_cause()
 
 
-@pytest.mark.parametrize(
-    "error",
-    [refused_as_task(), ValueError("each row needs 64 values, got shape (1, 2)")],
-    ids=["as a Ray task", "over direct gRPC"],
-)
+@pytest.mark.parametrize("error", [refused_as_task(), RowsRefused(REFUSAL)], ids=["as a Ray task", "over direct gRPC"])
 def test_a_model_refusing_its_rows_is_the_callers_error_over_either_transport(error: Exception) -> None:
-    with pytest.raises(RowsRefused, match="each row needs 64 values"):
+    with pytest.raises(RowsRefused) as refused:
         ask(Handle(error), [[1.0, 2.0]], timeout_s=1)
+    assert str(refused.value) == REFUSAL
+
+
+def test_another_value_error_on_the_way_is_not_the_callers() -> None:
+    """Ray raises ValueErrors of its own (an object whose owner is unknown, say)."""
+    with pytest.raises(ValueError, match="owner is unknown") as raised:
+        ask(Handle(ValueError("an object whose owner is unknown")), [[1.0]], timeout_s=1)
+    assert not isinstance(raised.value, RowsRefused)
 
 
 def test_a_replica_that_failed_otherwise_is_not_the_callers_error() -> None:
