@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from anneal.spec import StudySpec
+from anneal.spec import Domain, StudySpec
 from cluster.driver.studydata import study_data
 from cluster.driver.warmstart import EarlierTrial
 from cluster.trial.context import ENDED, EPOCH, HISTORY
@@ -47,18 +47,16 @@ class ConditionalSpace:
 
     order: tuple[str, ...]
     distributions: dict[str, BaseDistribution]
-    conditions: dict[str, dict[str, list[Any]]]  # parameter -> parent -> the values it needs
+    domains: dict[str, Domain]
 
     @classmethod
     def of(cls, spec: StudySpec) -> ConditionalSpace:
-        conditions = {name: dict(domain.when) for name, domain in spec.search_space.items() if domain.when}
-        return cls(tuple(spec.sampling_order()), optuna_space(spec), conditions)
+        return cls(tuple(spec.sampling_order()), optuna_space(spec), dict(spec.search_space))
 
     def __call__(self, trial: Any) -> None:
         chosen: dict[str, Any] = {}
         for name in self.order:
-            needs = self.conditions.get(name, {})
-            if all(parent in chosen and chosen[parent] in values for parent, values in needs.items()):
+            if self.domains[name].active_given(chosen):
                 chosen[name] = _suggest(trial, name, self.distributions[name])
 
 
