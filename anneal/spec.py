@@ -409,8 +409,8 @@ class StudySpec(_Spec):
 
     def warm_start_errors(self, earlier: StudySpec, index: int) -> list[FieldError]:
         """Why the trials of `earlier` (`search.warm_start[index]`) cannot teach this study's
-        sampler: another objective, or a parameter both tune over different domains (which
-        names that parameter); none when they share no parameter either."""
+        sampler: another objective, a parameter both tune over different domains (the error
+        names that parameter), or no parameter in common."""
         here = f"search.warm_start[{index}]"
         if earlier.objective != self.objective:
             mine, theirs = self.objective, earlier.objective
