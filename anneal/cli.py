@@ -63,7 +63,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def watch_with_progress(client: Client, study_id: str) -> Study:
     """Follows a study's events with a progress bar; returns the study once it ended."""
     study = client.get_study(study_id)
-    metric, mode = study.spec.objective.metric, study.spec.objective.mode
+    metric, mode = study.spec.first_goal.metric, study.spec.first_goal.mode
     best: float | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -76,7 +76,12 @@ def watch_with_progress(client: Client, study_id: str) -> Study:
                     best = value if best is None or (value > best if mode == "max" else value < best) else best
                 progress.advance(task)
                 note = f"{trial.trial_id} {trial.state.value.lower()}"
-                progress.update(task, description=f"{study.name}: best {metric} {_fmt(best)} | {note}")
+                standing = (
+                    f"Pareto front of {len(event.pareto_front)}"
+                    if study.spec.is_multi_objective()
+                    else f"best {metric} {_fmt(best)}"
+                )
+                progress.update(task, description=f"{study.name}: {standing} | {note}")
             elif event.kind is EventKind.STUDY_STARTED:
                 progress.update(task, description=f"{study.name}: running")
             elif event.kind is EventKind.STUDY_ENDED:
@@ -107,6 +112,12 @@ def print_study(study: Study) -> None:
         out.print(f"  best trial {study.best_trial.trial_id}: config {study.best_trial.config}")
         out.print(f"  metrics {study.best_trial.metrics}; held-out {study.best_test_metrics}")
         out.print(f"  model {study.registered_model} v{study.registered_model_version}: {study.model_uri}")
+    front = study.pareto_front
+    if front:
+        out.print(f"  Pareto front ({len(front)} trials, best first; deploy any with --trial):")
+        for trial in front:
+            values = ", ".join(f"{goal.metric}={trial.metrics[goal.metric]:.4g}" for goal in study.spec.goals)
+            out.print(f"    {trial.trial_id}: {values}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

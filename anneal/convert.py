@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from anneal.errors import InvalidSpec
-from anneal.spec import AUTOSCALING_FIELDS, Autoscaling, DatasetSpec, Scalar, StudySpec
+from anneal.spec import AUTOSCALING_FIELDS, Autoscaling, DatasetSpec, Objective, Scalar, StudySpec
 from anneal.types import (
     Deployment,
     DeploymentState,
@@ -84,6 +84,7 @@ _SAMPLER_TO_PB = {
     "random": pb.SAMPLER_RANDOM,
     "gp": pb.SAMPLER_GP,
     "cmaes": pb.SAMPLER_CMAES,
+    "nsga2": pb.SAMPLER_NSGA2,
 }
 _MODE_TO_PB = {"max": pb.OBJECTIVE_MODE_MAX, "min": pb.OBJECTIVE_MODE_MIN}
 _STUDY_STATE_TO_PB = {state: pb.StudyState.Value(f"STUDY_STATE_{state.value}") for state in StudyState}
@@ -141,7 +142,8 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
         name=spec.name,
         trainer=spec.trainer,
         dataset=_dataset_to_pb(spec.dataset),
-        objective=pb.Objective(metric=spec.objective.metric, mode=_MODE_TO_PB[spec.objective.mode]),
+        objective=_objective_to_pb(spec.objective) if spec.objective is not None else None,
+        objectives=[_objective_to_pb(goal) for goal in spec.objectives or []],
         search=pb.SearchSpec(
             sampler=_SAMPLER_TO_PB[spec.search.sampler], seed=spec.search.seed, warm_start=spec.search.warm_start
         ),
@@ -165,6 +167,18 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
     config = getattr(spec.scheduler, kind)
     getattr(message.scheduler, kind).CopyFrom(getattr(pb, _SCHEDULER_MESSAGES[kind])(**config.model_dump()))
     return message
+
+
+def _objective_to_pb(objective: Objective) -> pb.Objective:
+    return pb.Objective(metric=objective.metric, mode=_MODE_TO_PB[objective.mode])
+
+
+def _objective_from_pb(message: pb.Objective) -> dict[str, Any]:
+    data: dict[str, Any] = {"metric": message.metric}
+    mode = _enum_from_pb(_MODE_FROM_PB, message.mode)
+    if mode is not None:
+        data["mode"] = mode
+    return data
 
 
 _SCHEDULER_MESSAGES = {"asha": "AshaScheduler", "median": "MedianScheduler", "none": "NoScheduler"}
@@ -203,10 +217,9 @@ def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
         if dataset_format is not None:
             data["dataset"]["format"] = dataset_format
     if message.HasField("objective"):
-        data["objective"] = {"metric": message.objective.metric}
-        mode = _enum_from_pb(_MODE_FROM_PB, message.objective.mode)
-        if mode is not None:
-            data["objective"]["mode"] = mode
+        data["objective"] = _objective_from_pb(message.objective)
+    if message.objectives:
+        data["objectives"] = [_objective_from_pb(goal) for goal in message.objectives]
     if message.HasField("search"):
         search = _optional_fields(message.search, ("seed",))
         sampler = _enum_from_pb(_SAMPLER_FROM_PB, message.search.sampler)
@@ -297,6 +310,7 @@ def study_to_pb(study: Study) -> pb.Study:
         driver_restarts=study.driver_restarts,
         owner=study.owner,
         warm_start_trials=study.warm_start_trials,
+        pareto_front=[trial.trial_id for trial in study.pareto_front],
     )
     if study.best_trial is not None:
         message.best_trial.CopyFrom(trial_to_pb(study.best_trial))
@@ -334,6 +348,7 @@ def event_to_pb(event: StudyEvent) -> pb.StudyEvent:
         kind=_EVENT_KIND_TO_PB[event.kind],
         time=time_to_pb(event.time),
         message=event.message,
+        pareto_front=event.pareto_front,
     )
     if event.trial is not None:
         message.trial.CopyFrom(trial_to_pb(event.trial))
@@ -351,6 +366,7 @@ def event_from_pb(message: pb.StudyEvent) -> StudyEvent:
         trial=trial_from_pb(message.trial, "trial") if message.HasField("trial") else None,
         study_state=_STUDY_STATE_FROM_PB.get(message.study_state),
         message=message.message,
+        pareto_front=list(message.pareto_front),
     )
 
 

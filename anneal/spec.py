@@ -26,11 +26,14 @@ from pydantic_core import PydanticCustomError
 from anneal.errors import FieldError, InvalidSpec
 
 Scalar = bool | int | float | str
-Sampler = Literal["tpe", "random", "gp", "cmaes"]
+Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2"]
 Mode = Literal["max", "min"]
 DatasetFormat = Literal["parquet", "csv"]
 
-SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes")
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes", "nsga2")
+# The samplers that optimise several objectives at once (Optuna's GP and CMA-ES take one).
+MULTI_OBJECTIVE_SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
+MAX_OBJECTIVES = 4
 MODES: tuple[str, ...] = ("max", "min")
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # CPUs a study of a table dataset leaves free of trials for Ray Data's read tasks (a fifth of
@@ -194,7 +197,7 @@ MAX_WARM_START = 16
 
 
 class SearchSpec(_Spec):
-    sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random, gp or cmaes.")
+    sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random, gp, cmaes or nsga2.")
     seed: int | None = Field(None, description="Seed of the sampler; unset means not reproducible.")
     warm_start: list[str] = Field(
         default_factory=list,
@@ -385,6 +388,10 @@ def _domain_text(domain: Domain) -> str:
     return f"{domain.kind} [{bounds.low:g}, {bounds.high:g}]" + (" log" if bounds.log else "")
 
 
+def _goals_text(goals: list[Objective]) -> str:
+    return " and ".join(f"{goal.metric} ({goal.mode})" for goal in goals)
+
+
 class StudySpec(_Spec):
     """Everything anneal needs to tune one trainer on one dataset."""
 
@@ -393,7 +400,14 @@ class StudySpec(_Spec):
     dataset: DatasetSpec = Field(description="The data and how it is split.")
     params: dict[str, Scalar] = Field(default_factory=dict, description="Fixed trainer parameters.")
     search_space: dict[str, Domain] = Field(description="The parameters to tune and their domains.")
-    objective: Objective = Field(description="What to optimise.")
+    objective: Objective | None = Field(None, description="What to optimise; or `objectives` for several.")
+    objectives: list[Objective] | None = Field(
+        None,
+        min_length=2,
+        max_length=MAX_OBJECTIVES,
+        description="Several objectives optimised together: the study keeps their Pareto front, and its best "
+        "trial is the best on the first, then the next (a trial of the front).",
+    )
     search: SearchSpec = Field(default_factory=SearchSpec, description="The Optuna sampler.")
     scheduler: SchedulerSpec = Field(
         default_factory=lambda: SchedulerSpec(none=NoScheduler()), description="Early stopping."
@@ -407,17 +421,31 @@ class StudySpec(_Spec):
         """CPUs the study keeps free of its trials, for the tasks that read its data."""
         return TABLE_READ_CPUS if self.dataset.format is not None else 0.0
 
+    @property
+    def goals(self) -> list[Objective]:
+        """What the study optimises, in order: its `objectives`, or its one `objective`."""
+        if self.objectives:
+            return list(self.objectives)
+        assert self.objective is not None  # _one_form_of_objective holds
+        return [self.objective]
+
+    @property
+    def first_goal(self) -> Objective:
+        """The objective that ranks trials first: the only one, or the first of several."""
+        return self.goals[0]
+
+    def is_multi_objective(self) -> bool:
+        return len(self.goals) > 1
+
     def warm_start_errors(self, earlier: StudySpec, index: int) -> list[FieldError]:
         """Why the trials of `earlier` (`search.warm_start[index]`) cannot teach this study's
-        sampler: another objective, a parameter both tune over different domains (the error
+        sampler: other objectives, a parameter both tune over different domains (the error
         names that parameter), or no parameter in common."""
         here = f"search.warm_start[{index}]"
-        if earlier.objective != self.objective:
-            mine, theirs = self.objective, earlier.objective
+        if earlier.goals != self.goals:
             return [
                 FieldError(
-                    here,
-                    f"that study optimises {theirs.metric} ({theirs.mode}); this one {mine.metric} ({mine.mode})",
+                    here, f"that study optimises {_goals_text(earlier.goals)}; this one {_goals_text(self.goals)}"
                 )
             ]
         errors = [
@@ -436,6 +464,34 @@ class StudySpec(_Spec):
     def warm_parameters(self, earlier: StudySpec) -> list[str]:
         """The parameters this study and `earlier` both tune, over the same domain."""
         return [name for name, domain in self.search_space.items() if earlier.search_space.get(name) == domain]
+
+    @model_validator(mode="after")
+    def _one_form_of_objective(self) -> StudySpec:
+        """`objective` or `objectives`; several objectives need a sampler and a scheduler that
+        rank by all of them, never one alone in silence."""
+        if self.objective is None and self.objectives is None:
+            raise _field_error("objective", "Field required (or objectives, for several)")
+        if self.objective is not None and self.objectives is not None:
+            raise _field_error("objectives", "give objective (one) or objectives (several), not both")
+        metrics = [goal.metric for goal in self.goals]
+        for index, metric in enumerate(metrics):
+            if metric in metrics[:index]:
+                raise _field_error(f"objectives.{index}.metric", f"{metric!r} is given more than once")
+        if not self.is_multi_objective():
+            return self
+        if self.search.sampler not in MULTI_OBJECTIVE_SAMPLERS:
+            raise _field_error(
+                "search.sampler",
+                f"{self.search.sampler} optimises one objective; with several, use "
+                + ", ".join(MULTI_OBJECTIVE_SAMPLERS),
+            )
+        if self.scheduler.median is not None:
+            raise _field_error(
+                "scheduler.median",
+                "the median rule ranks trials by one objective; with several objectives use asha "
+                "(which then keeps trials by non-dominated rank) or none",
+            )
+        return self
 
     @field_validator("search_space")
     @classmethod

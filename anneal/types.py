@@ -7,12 +7,14 @@ with; `anneal.convert` maps them to and from the wire messages.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from anneal.spec import Autoscaling, Scalar, StudySpec
+from anneal.pareto import non_dominated, oriented
+from anneal.spec import Autoscaling, Objective, Scalar, StudySpec
 
 # The admin principal of a server with no tokens configured, and the owner of the studies
 # `anneal run` records for the cluster's own users.
@@ -106,6 +108,24 @@ class Study(_Result):
     warm_start_trials: int = 0  # completed trials of earlier studies its sampler learnt first (not run)
     owner: str = ""  # the principal that created it
 
+    @property
+    def pareto_front(self) -> list[Trial]:
+        """With several objectives, the completed trials no other completed trial dominates,
+        best first by the first objective; empty with one objective."""
+        return pareto_front(self.trials, self.spec.goals) if self.spec.is_multi_objective() else []
+
+
+def pareto_front(trials: Sequence[Trial], goals: Sequence[Objective]) -> list[Trial]:
+    """The completed trials, reporting every objective, that no other such trial dominates,
+    best first by the first objective. A trial stopped early is left out: its values are of an
+    epoch before its end."""
+    scored = [
+        (trial, point)
+        for trial in trials
+        if trial.state is TrialState.COMPLETED and (point := oriented(trial.metrics, goals)) is not None
+    ]
+    return [scored[i][0] for i in non_dominated([point for _, point in scored])]
+
 
 class StudyEvent(_Result):
     sequence: int
@@ -115,6 +135,7 @@ class StudyEvent(_Result):
     trial: Trial | None = None
     study_state: StudyState | None = None
     message: str = ""
+    pareto_front: list[str] = Field(default_factory=list)  # trial ids; see WatchStudy
 
 
 class ModelVersion(_Result):

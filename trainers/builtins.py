@@ -29,7 +29,7 @@ MLP_CLASSIFIER = TrainerInfo(
     name="mlp_classifier",
     target="trainers.mlp:MLPClassifierTrainer",
     description="A PyTorch multi-layer perceptron for tabular classification, on one worker or data-parallel.",
-    metrics=frozenset({"val_accuracy", "val_loss", "train_loss"}),
+    metrics=frozenset({"val_accuracy", "val_loss", "train_loss", "num_parameters"}),
     datasets=CLASSIFICATION_DATASETS,
     epochs_param="epochs",
     params=_mlp_params(epochs=20, lr=1e-3),
@@ -41,7 +41,7 @@ MLP_REGRESSOR = TrainerInfo(
     target="trainers.mlp:MLPRegressorTrainer",
     description="A PyTorch multi-layer perceptron for tabular regression (one or more numeric targets), "
     "on one worker or data-parallel. Its loss is the mean squared error of standardised targets.",
-    metrics=frozenset({"val_rmse", "val_r2", "val_loss", "train_loss"}),
+    metrics=frozenset({"val_rmse", "val_r2", "val_loss", "train_loss", "num_parameters"}),
     datasets=REGRESSION_DATASETS,
     epochs_param="epochs",
     params=_mlp_params(epochs=50, lr=1e-2),

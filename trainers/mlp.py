@@ -152,6 +152,8 @@ class MLPTrainer:
         # batch_size is the global batch: each of N workers takes 1/N of it per step.
         batch_size = max(1, int(c["batch_size"]) // context.world_size)
         epochs = int(c["epochs"])
+        # The model's size: a second objective to trade against its score (smaller serves faster).
+        size = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
         for epoch in range(start_epoch, epochs):
             network.train()
             total = torch.zeros((), device=device)
@@ -163,7 +165,7 @@ class MLPTrainer:
                 optimizer.step()
                 total += loss.detach() * len(y)
                 rows += len(y)
-            metrics = {"train_loss": float(total) / max(1, rows), **self._evaluate(model, context)}
+            metrics = {"train_loss": float(total) / max(1, rows), **self._evaluate(model, context), **size}
             state = None
             if context.rank == 0:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}

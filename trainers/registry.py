@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from anneal.errors import FieldError, InvalidSpec
-from anneal.spec import StudySpec
+from anneal.spec import Objective, StudySpec
 from anneal.types import TrainerDescription, TrainerParameter
 from trainers.builtins import BUILT_INS
 from trainers.contract import TrainerInfo, import_target
@@ -150,18 +150,26 @@ def resolve(name: str, *, allow_import_paths: bool = False) -> TrainerInfo:
     raise InvalidSpec.field("trainer", f"unknown trainer {name!r}; registered: {', '.join(sorted(known))}")
 
 
+def _objective_fields(spec: StudySpec) -> list[tuple[str, Objective]]:
+    """Each objective with the field that names its metric."""
+    if spec.objectives:
+        return [(f"objectives.{index}.metric", goal) for index, goal in enumerate(spec.objectives)]
+    return [("objective.metric", spec.first_goal)]
+
+
 def check_spec(spec: StudySpec, *, allow_import_paths: bool = False, data_roots: Sequence[str] = ()) -> TrainerInfo:
     """Checks what only the registry, and the server's filesystem, know; returns the
     trainer's entry or raises InvalidSpec. A dataset path must lie under `data_roots`."""
     info = resolve(spec.trainer, allow_import_paths=allow_import_paths)
     errors = dataset_errors(spec, info, data_roots)
-    if spec.objective.metric not in info.metrics:
-        errors.append(
-            FieldError(
-                "objective.metric",
-                f"{info.name} does not report {spec.objective.metric!r}; it reports {', '.join(sorted(info.metrics))}",
+    for where, goal in _objective_fields(spec):
+        if goal.metric not in info.metrics:
+            errors.append(
+                FieldError(
+                    where,
+                    f"{info.name} does not report {goal.metric!r}; it reports {', '.join(sorted(info.metrics))}",
+                )
             )
-        )
     if info.params:
         for section, names in (("params", spec.params), ("search_space", spec.search_space)):
             for name in names:

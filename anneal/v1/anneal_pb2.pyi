@@ -29,6 +29,7 @@ class Sampler(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAMPLER_RANDOM: _ClassVar[Sampler]
     SAMPLER_GP: _ClassVar[Sampler]
     SAMPLER_CMAES: _ClassVar[Sampler]
+    SAMPLER_NSGA2: _ClassVar[Sampler]
 
 class StudyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -82,6 +83,7 @@ SAMPLER_TPE: Sampler
 SAMPLER_RANDOM: Sampler
 SAMPLER_GP: Sampler
 SAMPLER_CMAES: Sampler
+SAMPLER_NSGA2: Sampler
 STUDY_STATE_UNSPECIFIED: StudyState
 STUDY_STATE_PENDING: StudyState
 STUDY_STATE_RUNNING: StudyState
@@ -287,7 +289,7 @@ class DeployPolicy(_message.Message):
     def __init__(self, auto: _Optional[bool] = ..., replicas: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_ongoing_requests: _Optional[float] = ..., upscale_delay_s: _Optional[float] = ..., downscale_delay_s: _Optional[float] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ("name", "trainer", "dataset", "params", "search_space", "objective", "search", "scheduler", "budget", "resources", "failure", "deploy")
+    __slots__ = ("name", "trainer", "dataset", "params", "search_space", "objective", "search", "scheduler", "budget", "resources", "failure", "deploy", "objectives")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +309,7 @@ class StudySpec(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     DEPLOY_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     name: str
     trainer: str
     dataset: DatasetSpec
@@ -319,7 +322,8 @@ class StudySpec(_message.Message):
     resources: Resources
     failure: FailurePolicy
     deploy: DeployPolicy
-    def __init__(self, name: _Optional[str] = ..., trainer: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., params: _Optional[_Mapping[str, Scalar]] = ..., search_space: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., scheduler: _Optional[_Union[SchedulerSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., failure: _Optional[_Union[FailurePolicy, _Mapping]] = ..., deploy: _Optional[_Union[DeployPolicy, _Mapping]] = ...) -> None: ...
+    objectives: _containers.RepeatedCompositeFieldContainer[Objective]
+    def __init__(self, name: _Optional[str] = ..., trainer: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., params: _Optional[_Mapping[str, Scalar]] = ..., search_space: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., scheduler: _Optional[_Union[SchedulerSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., failure: _Optional[_Union[FailurePolicy, _Mapping]] = ..., deploy: _Optional[_Union[DeployPolicy, _Mapping]] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ("trial_id", "state", "config", "metrics", "epochs", "mlflow_run_id", "error")
@@ -354,7 +358,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., config: _Optional[_Mapping[str, Scalar]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epochs: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts", "owner", "warm_start_trials")
+    __slots__ = ("study_id", "name", "spec", "state", "ray_job_id", "created_at", "updated_at", "trials", "best_trial", "best_test_metrics", "mlflow_experiment_id", "mlflow_run_id", "registered_model", "registered_model_version", "error", "model_uri", "driver_restarts", "owner", "warm_start_trials", "pareto_front")
     class BestTestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +385,7 @@ class Study(_message.Message):
     DRIVER_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     WARM_START_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    PARETO_FRONT_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     name: str
     spec: StudySpec
@@ -400,10 +405,11 @@ class Study(_message.Message):
     driver_restarts: int
     owner: str
     warm_start_trials: int
-    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ..., owner: _Optional[str] = ..., warm_start_trials: _Optional[int] = ...) -> None: ...
+    pareto_front: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., ray_job_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., best_test_metrics: _Optional[_Mapping[str, float]] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_id: _Optional[str] = ..., registered_model: _Optional[str] = ..., registered_model_version: _Optional[int] = ..., error: _Optional[str] = ..., model_uri: _Optional[str] = ..., driver_restarts: _Optional[int] = ..., owner: _Optional[str] = ..., warm_start_trials: _Optional[int] = ..., pareto_front: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StudyEvent(_message.Message):
-    __slots__ = ("sequence", "study_id", "kind", "time", "trial", "study_state", "message")
+    __slots__ = ("sequence", "study_id", "kind", "time", "trial", "study_state", "message", "pareto_front")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +417,7 @@ class StudyEvent(_message.Message):
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     STUDY_STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARETO_FRONT_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     study_id: str
     kind: EventKind
@@ -418,7 +425,8 @@ class StudyEvent(_message.Message):
     trial: Trial
     study_state: StudyState
     message: str
-    def __init__(self, sequence: _Optional[int] = ..., study_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., message: _Optional[str] = ...) -> None: ...
+    pareto_front: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sequence: _Optional[int] = ..., study_id: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., message: _Optional[str] = ..., pareto_front: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("study_id", "registered_model", "version", "model_uri", "trial_id")

@@ -4,7 +4,6 @@ scored on the held-out rows, logged and registered in MLflow, and the end record
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +13,12 @@ import numpy as np
 import torch
 from ray import tune
 
+from anneal.pareto import oriented
 from anneal.spec import StudySpec
 from anneal.types import StudyState
 from cluster.driver.recording import trial_config
 from cluster.driver.studyrun import StudyRun
+from cluster.driver.tuning import stopped_early
 from cluster.serving.deploy import app_name
 from cluster.serving.package import LoadedModel, write_model_package
 from cluster.serving.pyfunc import model_requirements, save_mlflow_model
@@ -45,17 +46,23 @@ class RegisteredModel:
 
 
 def pick_best(spec: StudySpec, results: list[tune.Result]) -> BestTrial | None:
-    """The trial with the best finite objective among those that ended without an error and
-    left a checkpoint; None when none did."""
-    metric, sign = spec.objective.metric, (1 if spec.objective.mode == "max" else -1)
+    """The best trial among those that ended without an error, left a checkpoint and reported
+    every objective, finite: best on the first objective, a tie going to the next. With several
+    objectives only trials that ran to their end count, so the best is on the Pareto front.
+    None when no trial qualifies."""
+    several = spec.is_multi_objective()
     scored = [
-        r
+        (point, r)
         for r in results
-        if r.error is None and r.metrics and math.isfinite(r.metrics.get(metric, math.nan)) and r.checkpoint
+        if r.error is None
+        and r.metrics
+        and r.checkpoint
+        and (point := oriented(r.metrics, spec.goals)) is not None
+        and not (several and stopped_early(r.metrics, error=False))
     ]
     if not scored:
         return None
-    best = max(scored, key=lambda r: sign * (r.metrics or {})[metric])
+    best = max(scored, key=lambda scored_result: scored_result[0])[1]
     trial_id = str((best.config or {}).get(ADOPTED_AS) or (best.metrics or {})["trial_id"])
     checkpoint = cast(tune.Checkpoint, best.checkpoint)  # the filter above kept trials with one
     return BestTrial(trial_id, {**spec.params, **trial_config(best.config or {})}, checkpoint)
@@ -63,7 +70,8 @@ def pick_best(spec: StudySpec, results: list[tune.Result]) -> BestTrial | None:
 
 def no_best_reason(spec: StudySpec, results: list[tune.Result]) -> str:
     errors = sum(1 for r in results if r.error is not None)
-    return f"no trial reported {spec.objective.metric}: {errors} of {len(results)} trials failed"
+    metrics = " and ".join(goal.metric for goal in spec.goals)
+    return f"no trial reported {metrics}: {errors} of {len(results)} trials failed"
 
 
 def package_best(run: StudyRun, best: BestTrial, shape: DataShape, directory: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,27 +15,15 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from anneal.optunaspace import optuna_space
 from anneal.spec import Domain, StudySpec
+from cluster.driver.paretoasha import ParetoASHA, asha_rungs
 from cluster.driver.studydata import study_data
 from cluster.driver.warmstart import EarlierTrial
 from cluster.trial.context import ENDED, EPOCH, HISTORY
 from cluster.trial.function import ADOPTED_AS, Carried, DecisionEpochs, trial_function
 from cluster.trial.plan import WorkerPlan
 from trainers.contract import TrainerInfo
-
-
-def optuna_space(spec: StudySpec) -> dict[str, BaseDistribution]:
-    space: dict[str, BaseDistribution] = {}
-    for name, domain in spec.search_space.items():
-        if domain.float_range is not None:
-            r = domain.float_range
-            space[name] = FloatDistribution(r.low, r.high, log=r.log)
-        elif domain.int_range is not None:
-            i = domain.int_range
-            space[name] = IntDistribution(i.low, i.high, log=i.log)
-        else:
-            space[name] = CategoricalDistribution(list(domain.categorical or []))
-    return space
 
 
 @dataclass(frozen=True)
@@ -82,6 +69,7 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
     }
     sampler: optuna.samplers.BaseSampler = samplers[spec.search.sampler]()
     return sampler
@@ -112,7 +100,10 @@ class AdoptingOptunaSearch(OptunaSearch):
         return {**config, ADOPTED_AS: adopted_id}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        """Optuna learns each epoch's value at its epoch (Tune's result may carry several)."""
+        """Optuna learns each epoch's value at its epoch (Tune's result may carry several); with
+        several objectives it takes final values only."""
+        if isinstance(self.metric, list):
+            return
         if trial_id in self.adopted or trial_id not in self._ot_trials or trial_id in self._completed_trials:
             return
         trial, last = self._ot_trials[trial_id], self.last_epochs.get(trial_id, 0)
@@ -133,11 +124,11 @@ class AdoptingOptunaSearch(OptunaSearch):
             # may be newer than the restored searcher. Optuna learns it as an evaluated point.
             config = (result or {}).get("config") or {}
         if config is not None:
-            value = None if pruned or error else (result or {}).get(self.metric)
+            values = None if pruned or error else self.values_of(result or {})
             params = {name: chosen for name, chosen in config.items() if name in self.distributions}
-            # Without a value, and not failed, Optuna can only hold it as pruned.
-            state = TrialState.FAIL if error else TrialState.PRUNED if value is None else TrialState.COMPLETE
-            self._learn(params, value, state)
+            # Without values, and not failed, Optuna can only hold it as pruned.
+            state = TrialState.FAIL if error else TrialState.PRUNED if values is None else TrialState.COMPLETE
+            self._learn(params, values, state)
         elif (pruned or error) and trial_id not in self._completed_trials:
             state = TrialState.FAIL if error else TrialState.PRUNED
             cast(optuna.Study, self._ot_study).tell(self._ot_trials[trial_id], state=state)
@@ -146,21 +137,36 @@ class AdoptingOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
         self.last_epochs.pop(trial_id, None)
 
+    def values_of(self, result: dict[str, Any]) -> list[float] | None:
+        """The objectives' values in a result, in order; None when one is missing."""
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        if any(result.get(metric) is None for metric in metrics):
+            return None
+        return [float(result[metric]) for metric in metrics]
+
     def learn_earlier(self, trials: Sequence[EarlierTrial]) -> None:
         """Adds completed trials of earlier studies to Optuna's study, before its first
         suggestion: each as a complete trial over the parameters it shares with this space,
         marked with the study it came from."""
         for earlier in trials:
-            self._learn(earlier.params, earlier.value, TrialState.COMPLETE, {WARM_START_ATTR: earlier.study_id})
+            self._learn(earlier.params, earlier.values, TrialState.COMPLETE, {WARM_START_ATTR: earlier.study_id})
 
     def _learn(
-        self, params: dict[str, Any], value: float | None, state: TrialState, attrs: dict[str, Any] | None = None
+        self,
+        params: dict[str, Any],
+        values: Sequence[float] | None,
+        state: TrialState,
+        attrs: dict[str, Any] | None = None,
     ) -> None:
         """Adds a trial Optuna did not suggest, over the parameters it holds (a conditional
         space's trial holds its active ones only)."""
         distributions = {name: self.distributions[name] for name in params}
         learnt = optuna.trial.create_trial(
-            params=params, distributions=distributions, value=value, state=state, user_attrs=attrs or {}
+            params=params,
+            distributions=distributions,
+            values=list(values) if values is not None else None,
+            state=state,
+            user_attrs=attrs or {},
         )
         cast(optuna.Study, self._ot_study).add_trial(learnt)
 
@@ -185,12 +191,17 @@ def stopped_early(result: dict[str, Any] | None, error: bool) -> bool:
 def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
     config = spec.scheduler
     if config.asha is not None:
-        epochs = planned_epochs(spec, info) or DEFAULT_MAX_EPOCHS
+        asha, max_t = config.asha, asha_max_t(spec, info)
+        if spec.is_multi_objective():
+            return ParetoASHA(
+                spec.goals,
+                time_attr=EPOCH,
+                max_t=max_t,
+                grace_period=asha.grace_period,
+                reduction_factor=asha.reduction_factor,
+            )
         return ASHAScheduler(
-            time_attr=EPOCH,
-            max_t=max(epochs, config.asha.grace_period),
-            grace_period=config.asha.grace_period,
-            reduction_factor=config.asha.reduction_factor,
+            time_attr=EPOCH, max_t=max_t, grace_period=asha.grace_period, reduction_factor=asha.reduction_factor
         )
     if config.median is not None:
         return MedianStoppingRule(
@@ -208,12 +219,18 @@ def decision_epochs(spec: StudySpec, info: TrainerInfo) -> DecisionEpochs:
     config = spec.scheduler
     if config.asha is not None:
         asha = config.asha
-        max_t = max(planned_epochs(spec, info) or DEFAULT_MAX_EPOCHS, asha.grace_period)
-        count = int(math.log(max_t / asha.grace_period) / math.log(asha.reduction_factor) + 1)
-        return DecisionEpochs(rungs=frozenset(asha.grace_period * asha.reduction_factor**k for k in range(count)))
+        return DecisionEpochs(
+            rungs=frozenset(asha_rungs(asha_max_t(spec, info), asha.grace_period, asha.reduction_factor))
+        )
     if config.median is not None:
         return DecisionEpochs(every_from=config.median.grace_period)
     return DecisionEpochs()
+
+
+def asha_max_t(spec: StudySpec, info: TrainerInfo) -> int:
+    """The epoch where ASHA's last rung lies: the trials' planned epochs, at least its grace period."""
+    assert spec.scheduler.asha is not None
+    return max(planned_epochs(spec, info) or DEFAULT_MAX_EPOCHS, spec.scheduler.asha.grace_period)
 
 
 def planned_epochs(spec: StudySpec, info: TrainerInfo) -> int | None:
@@ -281,11 +298,13 @@ def build_tuner(
     """A new Tuner for the study, its sampler taught the `earlier` trials of the studies it
     warm-starts from; `carried` and `adoptions` start it with the trials of a driver that died
     before Tune's first snapshot."""
+    several = spec.is_multi_objective()
     search = AdoptingOptunaSearch(
         space=searched_space(spec),
         distributions=optuna_space(spec),
-        metric=spec.objective.metric,
-        mode=spec.objective.mode,
+        # Optuna takes several objectives as lists; one as itself, so it may prune on it.
+        metric=[goal.metric for goal in spec.goals] if several else spec.first_goal.metric,
+        mode=[goal.mode for goal in spec.goals] if several else spec.first_goal.mode,
         sampler=optuna_sampler(spec),
     )
     search.adoptions = list(adoptions or [])
@@ -294,8 +313,8 @@ def build_tuner(
     return tune.Tuner(
         make_trainable(spec, info, carried, data_roots, os.path.join(storage_path, experiment_name)),
         tune_config=tune.TuneConfig(
-            metric=spec.objective.metric,
-            mode=spec.objective.mode,
+            metric=spec.first_goal.metric,
+            mode=spec.first_goal.mode,
             search_alg=search,
             scheduler=scheduler(spec, info),
             num_samples=spec.budget.max_trials,

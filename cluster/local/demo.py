@@ -45,7 +45,7 @@ def run_demo(settings: Settings, spec_path: Path, *, console: Console, out: Cons
             served = sum(int(a == b) for a, b in zip(labels, data.y_test.tolist(), strict=True)) / len(rows)
             http_label = _predict_over_http(cluster.serve_http_port, deployment.route, rows[0])
 
-        metric = spec.objective.metric
+        metric = spec.first_goal.metric
         out.print(f"best config:              {study.best_trial.config}")
         out.print(f"best {metric}:       {study.best_trial.metrics[metric]:.4f}  (trial {study.best_trial.trial_id})")
         out.print(f"served accuracy:          {served:.4f}  on {len(rows)} held-out rows through gRPC Predict")

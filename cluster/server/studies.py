@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 from anneal.errors import FailedPrecondition, InvalidSpec, NotFound, ResourceExhausted, Unavailable
 from anneal.settings import Settings
-from anneal.spec import StudySpec
-from anneal.types import EventKind, Study, StudyEvent, StudyState
+from anneal.spec import Objective, StudySpec
+from anneal.types import EventKind, Study, StudyEvent, StudyState, Trial, pareto_front
 from cluster.server.access import ID_PATTERN
 from cluster.server.jobs import Jobs
 from cluster.server.limits import StreamSlots, check_capacity, check_spec_limits
@@ -96,21 +96,35 @@ class Studies:
         stopped: Callable[[], bool] = lambda: False,
     ) -> Iterator[StudyEvent]:
         """The study's events in order, until its STUDY_ENDED event (or until `stopped()`)."""
-        self.get_study(study_id, principal)  # NotFound before the stream starts
+        study = self.get_study(study_id, principal)  # NotFound before the stream starts
+        front = ParetoFront(study.spec.goals) if study.spec.is_multi_objective() else None
         with self._watches.hold(principal.name):
             cursor = after_sequence
+            if front is not None:
+                self._seed_front(front, study_id, after_sequence)
             while not stopped():
                 ended = self.store.state_of(study_id).is_terminal  # read first: its last events precede it
                 batch = self.store.events_after(study_id, cursor)
                 for event in batch:
                     cursor = event.sequence
-                    yield event
+                    yield front.mark(event) if front is not None else event
                     if event.kind is EventKind.STUDY_ENDED:
                         return
                 if not batch:
                     if ended:  # a watch from past the study's last event
                         return
                     time.sleep(poll_s)
+
+    def _seed_front(self, front: ParetoFront, study_id: str, before_sequence: int) -> None:
+        """Teaches `front` the trials that ended before a watch that starts mid-study."""
+        cursor = 0
+        while cursor < before_sequence:
+            batch = [event for event in self.store.events_after(study_id, cursor) if event.sequence <= before_sequence]
+            if not batch:
+                return
+            for event in batch:
+                front.mark(event)
+            cursor = batch[-1].sequence
 
     def open_watch_streams(self) -> int:
         return self._watches.total()
@@ -130,6 +144,23 @@ class Studies:
             raise FailedPrecondition(f"study {study_id} already ended {current.state.value}")
         self.jobs.stop(study.ray_job_id)
         return self.store.get_study(study_id)
+
+
+class ParetoFront:
+    """A watch's running Pareto front: the trials ended so far, so each TRIAL_ENDED and the
+    STUDY_ENDED event carry the front as it stood then."""
+
+    def __init__(self, goals: list[Objective]) -> None:
+        self.goals = goals
+        self.ended: dict[str, Trial] = {}
+
+    def mark(self, event: StudyEvent) -> StudyEvent:
+        if event.kind is EventKind.TRIAL_ENDED and event.trial is not None:
+            self.ended[event.trial.trial_id] = event.trial
+        elif event.kind is not EventKind.STUDY_ENDED:
+            return event
+        front = [trial.trial_id for trial in pareto_front(list(self.ended.values()), self.goals)]
+        return event.model_copy(update={"pareto_front": front})
 
 
 def _quota(own: int | None, default: int) -> int:

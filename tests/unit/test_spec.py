@@ -353,7 +353,8 @@ def test_log_bound_message_is_exact(example_data: dict[str, Any]) -> None:
 @pytest.mark.parametrize("missing", ["name", "trainer", "dataset", "search_space", "objective"])
 def test_required_field_missing(example_data: dict[str, Any], missing: str) -> None:
     del example_data[missing]
-    assert refused(example_data).errors == [FieldError(missing, "Field required")]
+    message = "Field required (or objectives, for several)" if missing == "objective" else "Field required"
+    assert refused(example_data).errors == [FieldError(missing, message)]
 
 
 def test_every_problem_is_reported_at_once(example_data: dict[str, Any]) -> None:

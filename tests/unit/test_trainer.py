@@ -67,7 +67,7 @@ def full_run(iris: Splits) -> FakeContext:
 def test_reports_every_metric_every_epoch(full_run: FakeContext) -> None:
     assert len(full_run.metrics) == EPOCHS
     for metrics in full_run.metrics:
-        assert set(metrics) == {"val_accuracy", "val_loss", "train_loss"}
+        assert set(metrics) == {"val_accuracy", "val_loss", "train_loss", "num_parameters"}
         assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
         assert 0.0 <= metrics["val_accuracy"] <= 1.0
         assert metrics["val_loss"] > 0 and metrics["train_loss"] > 0

@@ -114,7 +114,7 @@ def test_the_driver_hands_on_completed_trials_and_their_shared_parameters(
     space = copy.deepcopy(example_data["search_space"])
     del space["hidden_size"]
     warmed = warm(example_data, earlier.study_id, search_space=space)
-    assert earlier_trials(store, warmed) == [EarlierTrial(earlier.study_id, {"lr": 0.01, "optimizer": "adam"}, 0.9)]
+    assert earlier_trials(store, warmed) == [EarlierTrial(earlier.study_id, {"lr": 0.01, "optimizer": "adam"}, (0.9,))]
 
 
 def test_the_sampler_learns_the_earlier_trials_before_its_first_suggestion(example_data: dict[str, Any]) -> None:
@@ -122,7 +122,7 @@ def test_the_sampler_learns_the_earlier_trials_before_its_first_suggestion(examp
     search = AdoptingOptunaSearch(
         space=optuna_space(warmed), metric="val_accuracy", mode="max", sampler=optuna_sampler(warmed)
     )
-    learnt = [EarlierTrial("st-earlier", {"lr": 0.001 * (n + 1), "optimizer": "adam"}, n / 20) for n in range(12)]
+    learnt = [EarlierTrial("st-earlier", {"lr": 0.001 * (n + 1), "optimizer": "adam"}, (n / 20,)) for n in range(12)]
     search.learn_earlier(learnt)
     study: optuna.Study = search._ot_study  # type: ignore[assignment]
     assert [t.value for t in study.trials] == [n / 20 for n in range(12)]
