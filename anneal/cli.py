@@ -144,6 +144,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        study = client.get_study(args.study_id)
+    try:
+        from anneal.plots import write_plots  # Optuna, plotly and matplotlib: only this command needs them
+    except ImportError as error:
+        console.print(f"[red]anneal plot needs the server extra's Optuna, plotly and matplotlib[/red]: {error}")
+        return 2
+    written = write_plots(study, Path(args.out or Path("anneal-plots") / study.study_id))
+    for path in written.paths:
+        out.print(str(path), soft_wrap=True, markup=False, highlight=False)  # whole paths, as scripts read them
+    for name, reason in written.skipped.items():
+        console.print(f"not drawn: {name}: {reason}")
+    return 0 if written.paths else 1
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         study = client.cancel_study(args.study_id)
@@ -302,6 +318,9 @@ def add_client_commands(command: AddCommand) -> None:
     sub.add_argument("study_id")
     sub = command("status", cmd_status, "list studies, or show one")
     sub.add_argument("study_id", nargs="?")
+    sub = command("plot", cmd_plot, "draw a study's plots (PNG, and one HTML page) into a folder")
+    sub.add_argument("study_id")
+    sub.add_argument("--out", default="", help="the folder (default ./anneal-plots/STUDY_ID)")
     sub = command("cancel", cmd_cancel, "cancel a study")
     sub.add_argument("study_id")
     sub = command("deploy", cmd_deploy, "serve a study's best model, or a registered model version, with Ray Serve")

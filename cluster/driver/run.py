@@ -16,10 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
+# The plots' drawing libraries (anneal.plots imports them only as it draws), imported with the
+# driver: a standby driver pays for them while it waits, not its study at the end.
+import matplotlib.pyplot  # noqa: F401
+import optuna.importance  # noqa: F401  (scikit-learn and SciPy's statistics come with it)
+import optuna.visualization  # noqa: F401  (plotly)
 import ray
 
+from anneal.plots import write_plots
 from anneal.settings import Settings
-from anneal.types import LOCAL_PRINCIPAL, Study, StudyState
+from anneal.types import LOCAL_PRINCIPAL, Study, StudyState, TrialState
 from cluster.driver.finish import fail, no_best_reason, package_best, pick_best, register_best, score, succeed
 from cluster.driver.fit import fit
 from cluster.driver.studydata import shape_of, study_data, test_rows
@@ -37,6 +43,8 @@ log = logging.getLogger("anneal.driver")
 # How long a driver whose study failed watches for its cluster going away (then the failure
 # is the cluster's, not the study's) before it records the study FAILED.
 CLUSTER_LOSS_WAIT_S = 10.0
+# Where a study's plots (`anneal.plots`) lie among its MLflow parent run's artifacts.
+PLOTS_ARTIFACT_PATH = "plots"
 
 
 class ClusterLost(RuntimeError):
@@ -109,7 +117,10 @@ def _run_study(
             # Not the study's failure: it stays RUNNING, and the server resumes it on the cluster that comes back.
             log.warning("the Ray cluster went away under study %s, which stays %s: %r", study_id, "RUNNING", error)
             raise
-        store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=f"the study driver failed: {error!r}")
+        failed = f"the study driver failed: {error!r}"
+        moved = store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=failed)
+        if moved and isinstance(error, Exception):  # an interrupt ends at once
+            log_plots(run)  # the trials it completed before the failure are still worth a look
         tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
         raise
     return store.get_study(study_id)
@@ -145,10 +156,12 @@ def tune_and_finish(run: StudyRun) -> None:
     # Every trial is in the store and MLflow before the study ends; runs a cancel cut short end KILLED.
     run.writer.flush(end_open_runs="KILLED" if cancelled else "")
     if cancelled:
+        log_plots(run)
         run.tracker.end_run(run.tracker.parent_run_id, "KILLED")
         return
     best = pick_best(run.spec, results)
     if best is None:
+        log_plots(run)
         fail(run, no_best_reason(run.spec, results))
         return
     experiment_dir = os.path.join(run.settings.tune_storage, run.study_id)
@@ -158,6 +171,29 @@ def tune_and_finish(run: StudyRun) -> None:
         package_best(run, best, shape_of(data), package)
         test_metrics = score(LoadedModel(package, run.info), test_rows(data))
         model = register_best(run, best, package, test_metrics)
+    # Last before succeed: a failure before here is plotted once, by _run_study's FAILED end.
+    log_plots(run)
     succeed(run, best, model)
     if run.spec.deploy.auto:
         deploy_study(run.store, run.settings, run.study_id)
+
+
+def log_plots(run: StudyRun) -> None:
+    """Logs the study's plots under `plots/` of its MLflow parent run, which is still open; a
+    study with no completed trial has none. The store's trials are drawn. A failure to plot is
+    logged and changes nothing of the study's end."""
+    started = time.monotonic()
+    try:
+        study = run.store.get_study(run.study_id)
+        if not any(trial.state is TrialState.COMPLETED for trial in study.trials):
+            log.info("study %s has no completed trial to plot", run.study_id)
+            return
+        with tempfile.TemporaryDirectory(prefix="anneal-plots-") as directory:
+            written = write_plots(study, Path(directory))
+            if written.paths:
+                run.tracker.log_artifacts(run.tracker.parent_run_id, Path(directory), PLOTS_ARTIFACT_PATH)
+        log.info(
+            "study %s: %d plot files logged in %.1f s", run.study_id, len(written.paths), time.monotonic() - started
+        )
+    except Exception:
+        log.warning("the plots of study %s were not logged", run.study_id, exc_info=True)

@@ -138,6 +138,10 @@ class MlflowTracker:
             self.client.set_tag(run_id, "anneal.error", error[:5000])
         self.client.set_terminated(run_id, status)
 
+    def log_artifacts(self, run_id: str, directory: Path, artifact_path: str) -> None:
+        """Logs every file under `directory` as an artifact of the run, under `artifact_path`."""
+        self.client.log_artifacts(run_id, str(directory), artifact_path)
+
     def log_best(self, trial_id: str, model_dir: Path, metrics: Mapping[str, float]) -> LoggedModel:
         """Logs the best model, an MLflow Model saved at `model_dir`, as a model of the study's
         parent run (with the held-out `metrics` on the run)."""

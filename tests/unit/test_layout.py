@@ -233,7 +233,7 @@ def test_one_anneal_command_holds_the_client_and_the_server_commands() -> None:
     parser = build_parser([add_server_commands])
     (commands,) = [a for a in parser._actions if a.dest == "command"]
     assert set(commands.choices) == {
-        *("submit", "watch", "status", "cancel", "deploy", "predict", "trainers"),
+        *("submit", "watch", "status", "cancel", "deploy", "predict", "trainers", "plot"),
         *("rollback", "undeploy", "deployments"),
         *("up", "down", "serve", "token", "run", "demo"),
     }
