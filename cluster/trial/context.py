@@ -3,7 +3,6 @@ and the checkpoint a trial goes on from."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from ray import tune
 from ray.tune.result import DONE
 
+from cluster.trial.scratch import scratch_directory
 from cluster.worker.handover import NO_DECISIONS, DecisionEpochs, Pacing
 from cluster.worker.stream import ray_data_groups
 from trainers.workercontext import StudyData, WorkerContext
@@ -90,7 +90,7 @@ class TuneTrainContext(WorkerContext):
             tune.report(result)
             return
         # Tune copies the directory into the experiment storage before report returns.
-        with tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
+        with scratch_directory() as directory:
             saved = {
                 "state": dict(checkpoint),
                 EPOCH: self.epoch,
@@ -98,8 +98,8 @@ class TuneTrainContext(WorkerContext):
                 FINAL: final,
                 HISTORY: self._history,
             }
-            torch.save(saved, Path(directory) / CHECKPOINT_FILE)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
+            torch.save(saved, directory / CHECKPOINT_FILE)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(directory)))
 
     def newest_checkpoint(self) -> tuple[dict[str, Any], Any] | None:
         """(what it holds, the checkpoint): the newest of Tune's checkpoint of this trial and

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -22,6 +20,7 @@ from ray.tune.result import DONE
 
 from cluster.trial.context import ENDED, EPOCH, FINAL, HISTORY, METRICS, TuneTrainContext
 from cluster.trial.plan import WorkerPlan
+from cluster.trial.scratch import remove_dead_scratch, scratch_directory
 from cluster.worker.handover import NO_DECISIONS
 from cluster.worker.handover import DecisionEpochs as DecisionEpochs  # the driver's too: it imports trial, not worker
 from trainers.contract import TrainerInfo
@@ -62,8 +61,8 @@ def report_end(
         tune.report(result)
         return
     # A copy: Tune may persist this report's checkpoint into the very directory it came from.
-    with checkpoint.as_directory() as source, tempfile.TemporaryDirectory(prefix="anneal-ckpt-") as directory:
-        copy = shutil.copytree(source, Path(directory) / "checkpoint")
+    with checkpoint.as_directory() as source, scratch_directory() as directory:
+        copy = shutil.copytree(source, directory / "checkpoint")
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(copy)))
 
 
@@ -83,6 +82,7 @@ def trial_function(
     carried = dict(carried or {})
 
     def run_trial(config: dict[str, Any], data: StudyData) -> None:
+        remove_dead_scratch()  # a worker killed mid-checkpoint left its scratch behind
         config = dict(config)
         trial_id = str(config.pop(ADOPTED_AS, "")) or tune.get_context().get_trial_id()
         brought = carried.get(trial_id, Carried())
