@@ -33,7 +33,8 @@ def prepare_driver(settings: Settings) -> TrialWriter:
     SQL store, the trial writer's process and warm trial workers."""
     connect_ray(settings)
     if settings.warm_trial_workers:
-        prestart_trial_workers(settings.warm_trial_workers, keep_alive_s=STANDBY_IDLE_S)
+        asked = prestart_trial_workers(settings.warm_trial_workers, keep_alive_s=STANDBY_IDLE_S)
+        log.info("asked the raylets for %d warm trial workers", asked)
     MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).open_store()
     return start_writer(settings)
 

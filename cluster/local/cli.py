@@ -98,6 +98,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         study_id, writer = handed
     elif args.study:
         study_id = args.study
+        if args.resume:
+            from cluster.driver.standby import prepare_driver
+
+            # A resumed study's trials start on warm workers, as a standby's do; the kill that
+            # ended its last driver ended that driver's warm workers too.
+            writer = prepare_driver(settings)
     else:
         study_id = _record_spec(settings, args.spec)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from anneal.errors import ConfigurationError
 from anneal.settings import Settings
 from cluster.environment import job_env
+from cluster.server.standbyretry import StandbyRetry
 from cluster.trial.warm import SETUP_HOOK
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class JobLauncher:
         self.client = JobSubmissionClient(settings.ray_dashboard_url)
         self._standby: str | None = None
         self._handed: set[str] = set()  # jobs given a study, until they end
+        self._retry = StandbyRetry()  # when the next standby may start; guarded by _lock
         self._lock = threading.Lock()
 
     def submit(self, study_id: str) -> str:
@@ -103,7 +105,12 @@ class JobLauncher:
         """
         with self._lock:
             standby, self._standby = self._standby, None
-        job_id = standby if standby and self._is_up(standby) else self.submit_own_job(study_id)
+        if standby and self._is_up(standby):
+            job_id = standby
+            with self._lock:
+                self._retry.succeeded()  # it started and waited: standbys start
+        else:
+            job_id = self.submit_own_job(study_id)
         with self._lock:
             self._handed.add(job_id)
         return job_id
@@ -150,12 +157,36 @@ class JobLauncher:
         return {name: float(amount) for name, amount in ray.cluster_resources().items()}
 
     def wants_standby(self) -> bool:
-        """True when standbys are configured and none is up."""
+        """True when standbys are configured, none is up, and the wait after standbys that
+        failed to start is over (`StandbyRetry`)."""
         if self.settings.standby_drivers < 1:
             return False
         with self._lock:
             standby = self._standby
-        return standby is None or self.is_gone(standby)
+        if standby is not None:
+            if not self.is_gone(standby):
+                return False
+            self._standby_ended(standby)
+        with self._lock:
+            return self._retry.may_start(time.monotonic())
+
+    def _standby_ended(self, job_id: str) -> None:
+        """A standby ended holding no study: a failure to start, unless it left of its own
+        accord (no study came within its idle time, or its cluster went away)."""
+        from ray.job_submission import JobStatus
+
+        try:
+            failed = self.status(job_id) == JobStatus.FAILED
+        except RuntimeError:  # the cluster no longer knows it: a restarted cluster, not this standby's fault
+            failed = False
+        why = self.last_words(job_id) if failed else ""
+        with self._lock:
+            if self._standby == job_id:
+                self._standby = None
+            if failed:
+                self._retry.failed(time.monotonic(), job_id, why)
+            else:
+                self._retry.succeeded()
 
     def stop_standby(self) -> None:
         """Stops the standby, which holds no study (the server is shutting down); one still

@@ -98,6 +98,7 @@ def test_a_killed_driver_is_replaced_and_the_study_resumes_without_rerunning_tri
     print(f"resumed study ended {time.monotonic() - killed_at:.1f} s after its driver was killed")
     logs = JobSubmissionClient(stack.settings.ray_dashboard_url).get_job_logs(study.ray_job_id)
     print(*[line for line in logs.splitlines() if "resuming study" in line], sep="\n")
+    assert "warm trial workers" in logs  # the resumed driver started its trial workers ahead, as a standby does
 
     # Trials that had ended before the kill were not run again: one start each, results unchanged.
     ended_before = {t.trial_id: t for t in before.trials if t.state.is_terminal}
