@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         description="Let the server listen on a non-loopback address without TLS and configured tokens "
         "(it logs a warning). Never needed on loopback.",
     )
+    audit_file: str = Field(
+        "",
+        description="Where the server appends its audit log: one JSON line per state-changing call (who, what, "
+        "which study or deployment, the status code, when), created with mode 0600; default home/audit.log.",
+    )
     data_roots: list[str] = Field(
         default_factory=list,
         description="Directories a spec's dataset.path may read from (JSON list in ANNEAL_DATA_ROOTS); "

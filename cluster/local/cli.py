@@ -62,6 +62,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """`anneal token add NAME` or `anneal token revoke NAME`: edits the tokens file, which a
+    running server reads again within a second of the change."""
+    return cmd_token_revoke(args) if args.action == "revoke" else cmd_token_add(args)
+
+
 def cmd_token_add(args: argparse.Namespace) -> int:
     """Adds a principal to the tokens file and prints its new token, the one time it is shown."""
     from cluster.server.principals import add_principal, tokens_path
@@ -74,8 +80,18 @@ def cmd_token_add(args: argparse.Namespace) -> int:
         max_concurrent_studies=args.max_concurrent_studies,
         max_concurrent_trials=args.max_concurrent_trials,
     )
-    console.print(f"principal {args.name} is in {path} (restart the server to take it up); its token:")
+    console.print(f"principal {args.name} is in {path} (a running server takes it up within a second); its token:")
     out.print(token)
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Removes a principal and its token from the tokens file."""
+    from cluster.server.principals import revoke_principal, tokens_path
+
+    path = tokens_path(settings_of(args))
+    revoke_principal(path, args.name)
+    console.print(f"principal {args.name} is removed from {path}; a running server refuses its token within a second")
     return 0
 
 
@@ -147,12 +163,12 @@ def add_server_commands(command: AddCommand) -> None:
     sub.add_argument("--reflection", action="store_true", help="serve gRPC reflection")
     sub.add_argument("--insecure", action="store_true", help=INSECURE_HELP)
     sub.set_defaults(info_logs=True)
-    sub = command("token", cmd_token_add, "add a principal to the tokens file and print its token")
-    sub.add_argument("action", choices=["add"])
+    sub = command("token", cmd_token, "add a principal to the tokens file and print its token, or revoke one")
+    sub.add_argument("action", choices=["add", "revoke"], help="add (or give a new token to) a principal, or revoke it")
     sub.add_argument("name", help="the principal's name (lower case, digits, dashes)")
-    sub.add_argument("--admin", action="store_true", help="sees and acts on every principal's studies")
-    sub.add_argument("--max-concurrent-studies", type=int, help="own quota (default: the server's)")
-    sub.add_argument("--max-concurrent-trials", type=int, help="own quota (default: the server's)")
+    sub.add_argument("--admin", action="store_true", help="add: sees and acts on every principal's studies")
+    sub.add_argument("--max-concurrent-studies", type=int, help="add: own quota (default: the server's)")
+    sub.add_argument("--max-concurrent-trials", type=int, help="add: own quota (default: the server's)")
     sub = command("run", cmd_run, "run a study in this process (the Ray job's entrypoint)")
     group = sub.add_mutually_exclusive_group(required=True)
     group.add_argument("spec", nargs="?", help="a spec file to run as a new study")

@@ -15,13 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anneal.settings import CLUSTER_FILE, Settings
 from cluster.environment import child_env
 from cluster.local.sessions import group_alive, spawn, stop_group
+from cluster.server.privatefile import tighten
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 120.0
@@ -170,9 +171,29 @@ def _port_or_free(wanted: int) -> int:
 
 
 def ensure_ray_token(env: dict[str, str]) -> None:
-    """Token authentication stays on: create the local token (~/.ray/auth_token) if there is none yet."""
-    ray = os.path.join(os.path.dirname(sys.executable), "ray")
-    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    """Token authentication stays on: creates Ray's local token (~/.ray/auth_token) if there is
+    none yet, and keeps it readable by its owner only. It stays where Ray looks by default, so
+    every `ray` command, Ray job and script of this user finds it with nothing set."""
+    path = ray_token_path(env)
+    if path is None:
+        return  # the token is in the environment itself
+    if not (path.is_file() and path.stat().st_size):
+        ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        # Ray writes a new token with a plain open(), as the umask lets it (0644 as a rule): with
+        # 077 it is private from its first byte on (a new ~/.ray 0700), not after a chmod.
+        subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, umask=0o077)
+    tighten(path, "Ray's token")  # one made before, by Ray or by hand
+
+
+def ray_token_path(env: Mapping[str, str]) -> Path | None:
+    """The file Ray's token loader reads in `env`: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token
+    under env's HOME; None when the token is RAY_AUTH_TOKEN itself."""
+    if env.get("RAY_AUTH_TOKEN"):
+        return None
+    if env.get("RAY_AUTH_TOKEN_PATH"):
+        return Path(env["RAY_AUTH_TOKEN_PATH"])
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".ray" / "auth_token"
 
 
 def _ray_start_command(cluster: LocalCluster, num_cpus: int, num_gpus: int, dashboard_port: int) -> list[str]:

@@ -18,6 +18,7 @@ from anneal.settings import Settings, is_loopback
 from anneal.v1 import anneal_pb2 as pb
 from anneal.v1 import anneal_pb2_grpc as pb_grpc
 from cluster.environment import connect_ray
+from cluster.server.authlimit import FailureLimiter
 from cluster.server.interceptor import TokenInterceptor
 from cluster.server.metrics import MetricsEndpoint, serve_metrics
 from cluster.server.security import ServerSecurity, server_security
@@ -65,16 +66,18 @@ def start_server(
     reflection_on: bool = False,
     tend_drivers: bool = True,
     metrics_address: tuple[str, int] | None = None,
+    failure_limiter: FailureLimiter | None = None,
 ) -> RunningServer:
     """Starts serving on `address` (port 0 picks a free one) and returns at once. Every call but
     the health service's needs a token of `security`; with its credentials, over TLS. Without
     `tend_drivers`, another server of the same service keeps the study drivers. With
     `metrics_address` (host, port; port 0 picks a free one), the service's metrics are served
-    over HTTP there."""
+    over HTTP there. `failure_limiter` limits failed authentications per address (default:
+    `FailureLimiter()`, which leaves callers on this host alone)."""
     stopping = threading.Event()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="anneal-rpc"),
-        interceptors=[TokenInterceptor(security.tokens)],
+        interceptors=[TokenInterceptor(security.tokens, failure_limiter, refused=service.metrics.auth_refused)],
         options=[("grpc.max_receive_message_length", service.settings.max_request_bytes)],
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )

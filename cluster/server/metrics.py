@@ -1,10 +1,11 @@
 """The server's Prometheus metrics, and the HTTP endpoint that serves them.
 
-Counted as they happen: Predict calls (by deployment and status code, with their latency)
-and the drivers the keeper started again. Read at each scrape: studies and trials by state
-(the store owns them; drivers and their writers change them, not this process) and the
-WatchStudy streams open. Each server keeps a registry of its own rather than
-prometheus_client's global one, so several servers in one process count apart.
+Counted as they happen: Predict calls (by deployment and status code, with their latency),
+calls refused for want of a valid token (by reason), and the drivers the keeper started
+again. Read at each scrape: studies and trials by state (the store owns them; drivers and
+their writers change them, not this process) and the WatchStudy streams open. Each server
+keeps a registry of its own rather than prometheus_client's global one, so several servers
+in one process count apart.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from anneal.types import StudyState, TrialState
 from cluster.server.access import DeploymentKey
+from cluster.server.authlimit import REFUSALS
 from cluster.store.store import Store
 
 log = logging.getLogger("anneal.metrics")
@@ -63,6 +65,15 @@ class ServerMetrics:
             "Study drivers started again after a study's driver died; each resumes (or starts) its study.",
             registry=self.registry,
         )
+        self._auth_failures = Counter(
+            "anneal_auth_failures",
+            "Calls refused UNAUTHENTICATED, by reason: missing_token, invalid_token, or rate_limited (the "
+            "caller's address had used up its failed authentications; its token was not checked).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REFUSALS:  # each series from zero, so a rate over it starts at the first refusal
+            self._auth_failures.labels(reason)
         watch_streams = Gauge("anneal_watch_streams_open", "WatchStudy streams open now.", registry=self.registry)
         watch_streams.set_function(open_watch_streams)
         self.registry.register(StoreCollector(store))
@@ -86,6 +97,9 @@ class ServerMetrics:
             raise
         finally:
             self.observe_predict(_label_of(deployment), code, time.perf_counter() - started)
+
+    def auth_refused(self, reason: str) -> None:
+        self._auth_failures.labels(reason).inc()
 
     def driver_restarted(self) -> None:
         self._driver_restarts.inc()

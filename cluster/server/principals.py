@@ -20,10 +20,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from anneal.errors import ConfigurationError, InvalidArgument
+from anneal.errors import ConfigurationError, InvalidArgument, NotFound
 from anneal.settings import DEV_TOKEN_FILE, Settings
 from anneal.spec import NAME_PATTERN
 from anneal.types import LOCAL_PRINCIPAL
+from cluster.server.privatefile import tighten, write_private
 
 log = logging.getLogger("anneal.auth")
 
@@ -109,6 +110,7 @@ def configured_principals(settings: Settings) -> list[Principal]:
     sources: list[tuple[str, str]] = []
     path = tokens_path(settings)
     if settings.tokens_file or path.exists():
+        tighten(path, "the tokens file")
         try:
             sources.append((str(path), path.read_text()))
         except OSError as error:
@@ -131,6 +133,7 @@ def dev_token(home: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        tighten(path, "the development token")
         return path.read_text().strip()
     token = new_token()
     with os.fdopen(fd, "w") as handle:
@@ -145,18 +148,20 @@ def add_principal(path: Path, name: str, *, admin: bool = False, **quotas: int |
         raise InvalidArgument.field("name", LOCAL_IS_RESERVED)
     token = new_token()
     principal = Principal(name=name, token_sha256=hash_token(token), admin=admin, **quotas)
-    current = TokensFile.model_validate(json.loads(path.read_text())) if path.exists() else TokensFile()
-    kept = [p for p in current.principals if p.name != name]
-    _write_private(path, TokensFile(principals=[*kept, principal]).model_dump_json(indent=2))
+    kept = [p for p in _read_tokens_file(path).principals if p.name != name]
+    write_private(path, TokensFile(principals=[*kept, principal]).model_dump_json(indent=2))
     return token
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Writes the whole file or nothing, readable by its owner only."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)  # a leftover could have another mode, or be a symlink
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(partial, path)
+def revoke_principal(path: Path, name: str) -> None:
+    """Removes `name` and its token from the tokens file; a running server refuses the token
+    from its next look at the file on (`cluster.server.livetokens`)."""
+    current = _read_tokens_file(path).principals
+    kept = [p for p in current if p.name != name]
+    if len(kept) == len(current):
+        raise NotFound(f"no principal {name!r} in {path}")
+    write_private(path, TokensFile(principals=kept).model_dump_json(indent=2))
+
+
+def _read_tokens_file(path: Path) -> TokensFile:
+    return TokensFile.model_validate(json.loads(path.read_text())) if path.exists() else TokensFile()

@@ -1,5 +1,5 @@
-"""How the server checks its callers, from settings: the token table, TLS credentials, and the
-refusal to listen beyond loopback unprotected."""
+"""How the server checks its callers, from settings: the token table (following the tokens file
+while the server runs), TLS credentials, and the refusal to listen beyond loopback unprotected."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from anneal.errors import ConfigurationError
 from anneal.settings import DEV_TOKEN_FILE, Settings, is_loopback
 from anneal.tls import read_pem
 from anneal.types import LOCAL_PRINCIPAL
-from cluster.server.principals import Principal, TokenTable, configured_principals, dev_token, hash_token
+from cluster.server.livetokens import LiveTokenTable
+from cluster.server.principals import Principal, TokenTable, dev_token, hash_token
 
 log = logging.getLogger("anneal.auth")
 
@@ -22,16 +23,18 @@ log = logging.getLogger("anneal.auth")
 class ServerSecurity:
     """What the server needs to check its callers: the token table and, for TLS, credentials."""
 
-    tokens: TokenTable
+    tokens: TokenTable | LiveTokenTable
     credentials: grpc.ServerCredentials | None
     mutual_tls: bool = False
 
 
 def server_security(settings: Settings) -> ServerSecurity:
-    """The server's tokens and TLS from settings. With no principals configured, a development
-    token for the admin `local`. Refuses a non-loopback address unless TLS and configured
-    tokens are on, or `insecure` says otherwise."""
-    configured = configured_principals(settings)
+    """The server's tokens (following the tokens file while it runs) and TLS from settings. With
+    no principals configured, a development token for the admin `local`, and no file followed:
+    such a server keeps to its development token until restarted. Refuses a non-loopback
+    address unless TLS and configured tokens are on, or `insecure` says otherwise."""
+    live = LiveTokenTable(settings)
+    configured = live.principals
     check_data_roots(settings)
     credentials = server_credentials(settings)
     exposed = not is_loopback(settings.grpc_address)
@@ -43,12 +46,13 @@ def server_security(settings: Settings) -> ServerSecurity:
                 "pass --insecure to do it anyway"
             )
         log.warning("listening on %s without TLS and configured tokens (--insecure)", settings.grpc_address)
-    principals = configured
-    if not configured:
-        token = dev_token(settings.home)
-        principals = [Principal(name=LOCAL_PRINCIPAL, token_sha256=hash_token(token), admin=True)]
-        log.info("no tokens configured: the development token is in %s", settings.home / DEV_TOKEN_FILE)
-    return ServerSecurity(TokenTable(principals), credentials, mutual_tls=bool(settings.tls_ca_file))
+    mutual_tls = bool(settings.tls_ca_file)
+    if configured:
+        return ServerSecurity(live, credentials, mutual_tls)
+    token = dev_token(settings.home)
+    local = Principal(name=LOCAL_PRINCIPAL, token_sha256=hash_token(token), admin=True)
+    log.info("no tokens configured: the development token is in %s", settings.home / DEV_TOKEN_FILE)
+    return ServerSecurity(TokenTable([local]), credentials, mutual_tls)
 
 
 def check_data_roots(settings: Settings) -> None:

@@ -1,5 +1,5 @@
 """The server's units, built once: the study and deployment domain, Predict routing, the
-driver keeper and the metrics, over one store and one Jobs launcher. The servicer calls
+driver keeper, the metrics and the audit log, over one store and one Jobs launcher. The servicer calls
 them; the keeper runs on a thread of its own."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anneal.settings import Settings
+from cluster.server.audit import AuditLog, audit_path
 from cluster.server.deployments import Deployments
 from cluster.server.jobs import Jobs
 from cluster.server.keeper import DriverKeeper
@@ -26,6 +27,7 @@ class AnnealService:
     predictions: PredictRouter
     keeper: DriverKeeper
     metrics: ServerMetrics
+    audit: AuditLog
 
     @classmethod
     def build(cls, settings: Settings, store: Store, jobs: Jobs) -> AnnealService:
@@ -34,4 +36,5 @@ class AnnealService:
         deployments = Deployments(settings, store, studies, predictions)
         metrics = ServerMetrics(store, studies.open_watch_streams)
         keeper = DriverKeeper(settings, store, jobs, restarted=metrics.driver_restarted)
-        return cls(settings, store, jobs, studies, deployments, predictions, keeper, metrics)
+        audit = AuditLog(audit_path(settings))
+        return cls(settings, store, jobs, studies, deployments, predictions, keeper, metrics, audit)

@@ -1,5 +1,5 @@
-"""The gRPC servicer, thin: unpack, call the domain, map errors, pack; and the one mapping from
-exceptions to status codes."""
+"""The gRPC servicer, thin: unpack, call the domain, map errors, pack; the one mapping from
+exceptions to status codes; and which calls the audit log records, naming what."""
 
 from __future__ import annotations
 
@@ -68,12 +68,78 @@ def mapped(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+Target = Callable[[Any, Any], dict[str, str]]
+
+
+def audited(target: Target) -> Callable[[F], F]:
+    """Records the call in the audit log once it has ended: what `target(request, response)`
+    names (the response is None when the call failed) and the code the call answers. Inside
+    `mapped`, so it sees the error itself rather than gRPC's abort."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: AnnealServicer, request: Any, context: grpc.ServicerContext) -> Any:
+            response, code = None, grpc.StatusCode.OK
+            try:
+                response = method(self, request, context)
+                return response
+            except Exception as error:
+                code = status_of(error)
+                raise
+            finally:
+                _audit(self.service, method.__name__, code, context, lambda: target(request, response))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _audit(
+    service: AnnealService,
+    rpc: str,
+    code: grpc.StatusCode,
+    context: grpc.ServicerContext,
+    target: Callable[[], dict[str, str]],
+) -> None:
+    """The call's audit line; a failure to write it is logged and never changes the call's answer."""
+    try:
+        principal = getattr(context, "principal", None)
+        name = principal.name if principal else ""
+        service.audit.record(principal=name, rpc=rpc, code=code, peer=context.peer(), **target())
+    except Exception:
+        log.exception("could not write the audit line of a %s call", rpc)
+
+
+def _study_created(request: pb.CreateStudyRequest, study: pb.Study | None) -> dict[str, str]:
+    return {"study_name": request.spec.name, "study_id": study.study_id if study else ""}
+
+
+def _study_named(request: pb.CancelStudyRequest, _: pb.Study | None) -> dict[str, str]:
+    return {"study_id": request.study_id}
+
+
+def _deployed(request: pb.DeployRequest, deployment: pb.Deployment | None) -> dict[str, str]:
+    return {
+        **_deployment_named(request, deployment),
+        "study_id": deployment.study_id if deployment else request.study_id,
+        "trial_id": request.trial_id,
+        "model": request.model,
+        "version": str(request.version) if request.version else "",
+    }
+
+
+def _deployment_named(request: Any, deployment: pb.Deployment | None) -> dict[str, str]:
+    """The deployment as `owner/name` once the call found it, else as the caller named it."""
+    return {"deployment": f"{deployment.owner}/{deployment.name}" if deployment else request.name}
+
+
 class AnnealServicer(pb_grpc.AnnealServiceServicer):
     def __init__(self, service: AnnealService, stopping: threading.Event) -> None:
         self.service = service
         self.stopping = stopping
 
     @mapped
+    @audited(_study_created)
     def CreateStudy(self, request: pb.CreateStudyRequest, context: grpc.ServicerContext) -> pb.Study:
         check_spec_size(request.spec.ByteSize(), self.service.settings)
         spec = convert.spec_from_pb(request.spec)
@@ -109,10 +175,12 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again")
 
     @mapped
+    @audited(_study_named)
     def CancelStudy(self, request: pb.CancelStudyRequest, context: grpc.ServicerContext) -> pb.Study:
         return convert.study_to_pb(self.service.studies.cancel_study(request.study_id, principal_of(context)))
 
     @mapped
+    @audited(_deployed)
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.Deployment:
         deployment = self.service.deployments.deploy(
             principal_of(context),
@@ -130,10 +198,12 @@ class AnnealServicer(pb_grpc.AnnealServiceServicer):
         return convert.deployment_to_pb(self.service.deployments.get_deployment(request.name, principal_of(context)))
 
     @mapped
+    @audited(_deployment_named)
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.Deployment:
         return convert.deployment_to_pb(self.service.deployments.rollback(request.name, principal_of(context)))
 
     @mapped
+    @audited(_deployment_named)
     def DeleteDeployment(self, request: pb.DeleteDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
         return convert.deployment_to_pb(self.service.deployments.delete(request.name, principal_of(context)))
 

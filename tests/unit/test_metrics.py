@@ -20,6 +20,7 @@ from anneal.settings import Settings
 from anneal.spec import StudySpec
 from anneal.types import EventKind, Prediction, StudyState, TrialState
 from anneal.v1 import anneal_pb2 as pb
+from cluster.server.authlimit import REFUSALS
 from cluster.server.batching import PredictBatcher
 from cluster.server.metrics import UNKNOWN_DEPLOYMENT, ServerMetrics, serve_metrics
 from cluster.server.predict import Route
@@ -193,3 +194,13 @@ def test_the_endpoint_answers_a_scrape_on_loopback_until_it_stops(service: Annea
     assert not running.thread.is_alive()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", running.port), timeout=5)
+
+
+def test_refused_authentications_are_counted_by_reason(service: AnnealService) -> None:
+    assert all(sample(scraped(service.metrics), "anneal_auth_failures_total", reason=r) == 0 for r in REFUSALS)
+    for reason in ("invalid_token", "invalid_token", "rate_limited"):
+        service.metrics.auth_refused(reason)
+    samples = scraped(service.metrics)
+    assert sample(samples, "anneal_auth_failures_total", reason="invalid_token") == 2
+    assert sample(samples, "anneal_auth_failures_total", reason="rate_limited") == 1
+    assert sample(samples, "anneal_auth_failures_total", reason="missing_token") == 0
