@@ -19,9 +19,11 @@ from anneal.types import StudyState
 from cluster.driver.recording import trial_config
 from cluster.driver.studyrun import StudyRun
 from cluster.driver.tuning import stopped_early
+from cluster.driver.writer import TrialWriter
 from cluster.serving.deploy import app_name
 from cluster.serving.package import LoadedModel, write_model_package
 from cluster.serving.pyfunc import model_requirements, save_mlflow_model
+from cluster.tracking.tracker import MlflowTracker
 from cluster.trial.context import load_checkpoint_state
 from cluster.trial.function import ADOPTED_AS
 from trainers.contract import DataShape, Task
@@ -121,6 +123,20 @@ def succeed(run: StudyRun, best: BestTrial, model: RegisteredModel) -> None:
     )
     run.tracker.end_run(run.tracker.parent_run_id, "FINISHED")
     log.info("study %s succeeded: best trial %s, %s", run.study_id, best.trial_id, model.test_metrics)
+
+
+def end_trial_runs(writer: TrialWriter, tracker: MlflowTracker, status: str) -> None:
+    """After the driver failed, with the study ended: stops the trial writer (it writes what it
+    holds, which the ended study's store refuses), then ends each MLflow run of a trial still
+    open with `status`, so no run of the study is left RUNNING. A failure here is only logged."""
+    try:
+        writer.close()
+        left = tracker.end_open_trial_runs(status)
+    except Exception:
+        log.warning("the trial runs of a failed study could not all be ended", exc_info=True)
+        return
+    if left:
+        log.info("the runs of %d trials cut short ended %s: %s", len(left), status, ", ".join(left))
 
 
 def fail(run: StudyRun, reason: str) -> None:

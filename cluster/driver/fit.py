@@ -32,9 +32,8 @@ log = logging.getLogger("anneal.driver")
 
 def fit(run: StudyRun) -> list[tune.Result]:
     """Runs every trial of the study; returns each trial's result."""
-    run.writer.start(
-        run.study_id, run.tracker.experiment_id, run.tracker.parent_run_id, run.study.trials if run.resumed else None
-    )
+    # The writer finds a resumed study's runs itself, as it does after replacing a dead writer.
+    run.writer.start(run.study_id, run.tracker.experiment_id, run.tracker.parent_run_id)
     recorder = TrialRecorder(
         run.writer, run.spec.params, planned_epochs(run.spec, run.info) or 0, run.spec.resources.workers
     )

@@ -26,7 +26,16 @@ import ray
 from anneal.plots import write_plots
 from anneal.settings import Settings
 from anneal.types import LOCAL_PRINCIPAL, Study, StudyState, TrialState
-from cluster.driver.finish import fail, no_best_reason, package_best, pick_best, register_best, score, succeed
+from cluster.driver.finish import (
+    end_trial_runs,
+    fail,
+    no_best_reason,
+    package_best,
+    pick_best,
+    register_best,
+    score,
+    succeed,
+)
 from cluster.driver.fit import fit
 from cluster.driver.studydata import shape_of, study_data, test_rows
 from cluster.driver.studyrun import StudyRun
@@ -112,6 +121,11 @@ def _run_study(
     try:
         tune_and_finish(run)
     except BaseException as error:
+        if writer.lost:
+            # Not the study's failure either: the study stays RUNNING, and the server's keeper
+            # resumes it with a new driver, as when a driver dies.
+            log.warning("the trial writer of study %s kept dying; the study stays RUNNING: %r", study_id, error)
+            raise
         gcs = ray.get_runtime_context().gcs_address if ray.is_initialized() else ""
         if isinstance(error, ClusterLost) or (gcs and cluster_lost(gcs, supervisor)):
             # Not the study's failure: it stays RUNNING, and the server resumes it on the cluster that comes back.
@@ -121,6 +135,7 @@ def _run_study(
         moved = store.transition(study_id, [StudyState.RUNNING], StudyState.FAILED, error=failed)
         if moved and isinstance(error, Exception):  # an interrupt ends at once
             log_plots(run)  # the trials it completed before the failure are still worth a look
+        end_trial_runs(writer, tracker, "KILLED")  # as the store ends the trials still running: CANCELLED
         tracker.end_run(tracker.parent_run_id, "FAILED", repr(error))
         raise
     return store.get_study(study_id)
@@ -149,10 +164,11 @@ def tune_and_finish(run: StudyRun) -> None:
     connect_ray(run.settings)
     _cancel_on_sigterm()
     results = fit(run)
-    # Tune may end its trials as errors when their nodes vanish with the whole cluster.
-    if cluster_lost(ray.get_runtime_context().gcs_address, run.supervisor, wait_s=0):
-        raise ClusterLost(f"the Ray cluster went away while study {run.study_id} ran")
+    # Read first: stopping a cancelled study's job takes its supervisor away too, which is not a lost cluster.
     cancelled = run.store.get_study(run.study_id).state is StudyState.CANCELLED
+    # Tune may end its trials as errors when their nodes vanish with the whole cluster.
+    if not cancelled and cluster_lost(ray.get_runtime_context().gcs_address, run.supervisor, wait_s=0):
+        raise ClusterLost(f"the Ray cluster went away while study {run.study_id} ran")
     # Every trial is in the store and MLflow before the study ends; runs a cancel cut short end KILLED.
     run.writer.flush(end_open_runs="KILLED" if cancelled else "")
     if cancelled:

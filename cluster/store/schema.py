@@ -32,6 +32,11 @@ studies = sa.Table(
     sa.Column("warm_start_trials", sa.Integer, nullable=False, default=0, server_default="0"),
     # The principal that created the study; names are unique per owner.
     sa.Column("owner", sa.String(64), nullable=False, default="", server_default="", index=True),
+    # The trial writer's watermark: its driver's record stream and the last of that stream's
+    # records the trials and events hold. A writer that replaces a dead one is sent again
+    # what was not confirmed, and skips records up to here (`Store.record_trials`).
+    sa.Column("recorded_stream", sa.String(32), nullable=False, default="", server_default=""),
+    sa.Column("recorded_through", sa.Integer, nullable=False, default=0, server_default="0"),
     # Two active studies of one owner never share a name, even when two creates race.
     sa.Index(
         "active_study_owner_name",

@@ -236,9 +236,16 @@ class Store:
         """Upserts the trial and appends its event, unless the study has already ended."""
         self.record_trials(study_id, [(trial, kind, now())])
 
-    def record_trials(self, study_id: str, updates: Sequence[tuple[Trial, EventKind, datetime]]) -> None:
+    def record_trials(
+        self,
+        study_id: str,
+        updates: Sequence[tuple[Trial, EventKind, datetime]],
+        *,
+        through: tuple[str, int] | None = None,
+    ) -> None:
         """Upserts trials and appends their events, in order and in one transaction,
-        unless the study has already ended."""
+        unless the study has already ended. `through`, (a record stream, the sequence of its
+        last record among `updates`), becomes the study's watermark in the same transaction."""
         with self._writes.begin() as conn:
             state = conn.execute(sa.select(studies.c.state).where(studies.c.study_id == study_id)).scalar()
             if state is None:
@@ -248,6 +255,23 @@ class Store:
             for trial, kind, moment in updates:
                 self._upsert_trial(conn, study_id, trial)
                 self._add_event(conn, study_id, kind, moment, trial_id=trial.trial_id)
+            if through is not None:
+                stream, sequence = through
+                conn.execute(
+                    studies.update()
+                    .where(studies.c.study_id == study_id)
+                    .values(recorded_stream=stream, recorded_through=sequence)
+                )
+
+    def recorded_through(self, study_id: str, stream: str) -> int:
+        """The last sequence of record stream `stream` the study's trials and events hold; 0
+        when its watermark is another stream's (or none)."""
+        query = sa.select(studies.c.recorded_through).where(
+            studies.c.study_id == study_id, studies.c.recorded_stream == stream
+        )
+        with self.engine.connect() as conn:
+            sequence: int | None = conn.execute(query).scalar()
+        return sequence or 0
 
     def trials_by_state(self) -> dict[TrialState, int]:
         """How many trials of every study are in each state, every state listed: RUNNING ones

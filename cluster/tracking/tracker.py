@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Param
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 MODEL_ARTIFACT_PATH = "model"
 MAX_PARAMS_PER_BATCH = 100
+RUNS_PER_PAGE = 1000
 
 
 def _param_value(value: Any) -> str:
@@ -115,6 +116,38 @@ class MlflowTracker:
         keys = self.client.get_run(run_id).data.metrics
         steps = (m.step for key in keys for m in self.client.get_metric_history(run_id, key))
         return max(steps, default=0)
+
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """The largest step each metric of the run was logged at."""
+        keys = self.client.get_run(run_id).data.metrics
+        return {key: max((m.step for m in self.client.get_metric_history(run_id, key)), default=0) for key in keys}
+
+    def trial_runs(self) -> list[Run]:
+        """Every child run of the study's parent run, oldest first: with the runs the store
+        names, those a writer created and died before the store learnt of."""
+        query = f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`anneal.kind` = 'trial'"
+        found: list[Run] = []
+        page_token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=query,
+                max_results=RUNS_PER_PAGE,
+                order_by=["attributes.start_time ASC"],
+                page_token=page_token,
+            )
+            found += page
+            page_token = page.token
+            if not page_token:
+                return found
+
+    def end_open_trial_runs(self, status: str) -> list[str]:
+        """Ends every child run of the study's parent run that is still RUNNING with `status`
+        (what a study's end leaves of trials cut short); returns their trial ids."""
+        open_runs = [run for run in self.trial_runs() if run.info.status == RunStatus.to_string(RunStatus.RUNNING)]
+        for run in open_runs:
+            self.client.set_terminated(run.info.run_id, status)
+        return [run.data.tags.get("anneal.trial_id", run.info.run_id) for run in open_runs]
 
     def resume_study(self, experiment_id: str, parent_run_id: str) -> None:
         """Goes on recording into the study's experiment and parent run (a resumed study)."""

@@ -306,6 +306,26 @@ def test_record_trial_is_ignored_after_the_study_ended(store: Store, example_spe
     ]
 
 
+def test_record_trials_keeps_the_writers_watermark_with_its_records(store: Store, example_spec: StudySpec) -> None:
+    study_id = store.create_study(example_spec).study_id
+    other_id = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
+    start(store, study_id)
+    assert store.recorded_through(study_id, "s1") == 0
+    moment = datetime.now(timezone.utc)
+    updates = [(trial("t1"), EventKind.TRIAL_STARTED, moment), (trial("t1", epochs=1), EventKind.TRIAL_RESULT, moment)]
+    store.record_trials(study_id, updates, through=("s1", 7))
+    assert (store.recorded_through(study_id, "s1"), store.recorded_through(study_id, "s2")) == (7, 0)
+    assert store.recorded_through(other_id, "s1") == 0
+    store.record_trial(study_id, trial("t1", epochs=2), EventKind.TRIAL_RESULT)  # without a watermark: kept
+    assert store.recorded_through(study_id, "s1") == 7
+    store.record_trials(study_id, updates[1:], through=("s2", 1))  # a new driver's stream takes over
+    assert (store.recorded_through(study_id, "s1"), store.recorded_through(study_id, "s2")) == (0, 1)
+    assert store.transition(study_id, ACTIVE, StudyState.CANCELLED)
+    store.record_trials(study_id, updates, through=("s2", 9))  # an ended study takes neither
+    assert store.recorded_through(study_id, "s2") == 1
+    assert len(store.events_after(study_id, 0)) == 6  # STARTED, 4 trial events, ENDED
+
+
 @pytest.mark.parametrize("end", [StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED])
 def test_ending_a_study_cancels_its_running_trials(store: Store, example_spec: StudySpec, end: StudyState) -> None:
     study_id = store.create_study(example_spec).study_id
@@ -469,6 +489,7 @@ def test_a_store_an_older_anneal_made_gains_the_new_columns(tmp_path: Path, exam
     store = Store(url)
     old = store.get_study("st-old")
     assert (old.owner, old.driver_restarts) == ("", 0)
+    assert store.recorded_through("st-old", "") == 0  # the writer's watermark columns were added
     old_deployment = store.get_deployment("digits-mlp")
     assert old_deployment.route == "/models/digits-mlp"
     assert (old_deployment.model_version, old_deployment.previous, old_deployment.autoscaling) == (0, None, None)
