@@ -15,6 +15,7 @@ from anneal.settings import Settings
 from anneal.types import StudyState
 from cluster.server.jobs import Jobs, job_id_for
 from cluster.store.store import Store
+from cluster.tracking.tracker import MlflowTracker
 
 log = logging.getLogger("anneal.keeper")
 
@@ -53,6 +54,20 @@ class DriverKeeper:
         if not busy and self.jobs.wants_standby():
             self.jobs.start_standby()
 
+    def _end_runs(self, study_id: str, reason: str) -> None:
+        """Ends the MLflow runs a study that failed with no driver left open: its trials' as
+        KILLED, its own as FAILED (no driver is left to end them)."""
+        study = self.store.get_study(study_id)
+        if not study.mlflow_run_id:
+            return  # its driver never got as far as MLflow
+        try:
+            tracker = MlflowTracker(self.settings.mlflow_tracking_uri, self.settings.mlflow_artifact_root)
+            tracker.resume_study(study.mlflow_experiment_id, study.mlflow_run_id)
+            tracker.end_open_trial_runs("KILLED")
+            tracker.end_run(study.mlflow_run_id, "FAILED", reason)
+        except Exception:
+            log.warning("could not end the MLflow runs of failed study %s", study_id, exc_info=True)
+
     def _restart_driver(self, study_id: str, state: StudyState, dead_job_id: str, restarts: int) -> None:
         """A RUNNING study resumes from Tune's last snapshot; a PENDING one (its driver, or the
         standby handed it, ended before it started) starts. Past `driver_restarts`, it fails."""
@@ -61,8 +76,9 @@ class DriverKeeper:
                 f"the study driver ended {restarts + 1} times before the study did; "
                 f"the last, Ray job {dead_job_id}, {self.jobs.last_words(dead_job_id)}"
             )
-            self.store.transition(study_id, [state], StudyState.FAILED, error=reason)
-            log.error("study %s failed: %s", study_id, reason)
+            if self.store.transition(study_id, [state], StudyState.FAILED, error=reason):
+                log.error("study %s failed: %s", study_id, reason)
+                self._end_runs(study_id, reason)
             return
         new_job_id = job_id_for(study_id, restarts + 1)
         if not self.store.claim_driver(study_id, dead_job_id, new_job_id):

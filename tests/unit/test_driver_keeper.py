@@ -15,6 +15,7 @@ from anneal.types import StudyState
 from cluster.server.jobs import STANDBY_PREFIX
 from cluster.server.keeper import DriverKeeper
 from cluster.store.store import Store
+from cluster.tracking.tracker import MlflowTracker
 from tests.unit.fakes import FakeJobs
 
 
@@ -88,10 +89,14 @@ def test_a_running_study_whose_driver_died_resumes_in_a_new_job(
     assert (study.state, study.ray_job_id, study.driver_restarts) == (StudyState.RUNNING, f"anneal-{study_id}-r1", 1)
 
 
-def test_a_study_whose_driver_keeps_dying_fails_saying_so(
+def test_a_study_whose_driver_keeps_dying_fails_saying_so_and_leaves_no_run_open(
     keeper: DriverKeeper, store: Store, jobs: FakeJobs, example_spec: StudySpec
 ) -> None:
     study_id = running_study(store, example_spec)
+    tracker = MlflowTracker(keeper.settings.mlflow_tracking_uri, keeper.settings.mlflow_artifact_root)
+    tracker.start_study(study_id, example_spec.name, example_spec.to_yaml(), {})
+    trial_run = tracker.start_trial("t-1")  # a trial the last driver left running
+    store.update_study(study_id, mlflow_experiment_id=tracker.experiment_id, mlflow_run_id=tracker.parent_run_id)
     jobs.gone.add("anneal-driver")
     for restart in range(1, keeper.settings.driver_restarts + 1):
         keeper.tend_drivers()
@@ -102,6 +107,8 @@ def test_a_study_whose_driver_keeps_dying_fails_saying_so(
     assert study.state is StudyState.FAILED
     assert f"ended {keeper.settings.driver_restarts + 1} times" in study.error
     assert "FAILED: killed" in study.error
+    statuses = [tracker.client.get_run(run).info.status for run in (trial_run, tracker.parent_run_id)]
+    assert statuses == ["KILLED", "FAILED"]
 
 
 def test_ended_studies_are_left_alone(
