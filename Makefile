@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.data_parallel
 	$(BIN)/python -m benchmarks.streaming
+	$(BIN)/python -m benchmarks.search
 
 # The built-in trainers through the trainer contract on the CPU and, where torch has CUDA, on
 # the GPU (and NCCL at world size 1), and GPU-trained weights served on the CPU; no Ray.

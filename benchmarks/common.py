@@ -82,6 +82,12 @@ def wait_for_next_standby(stack: Stack, used_job: str, timeout_s: float = 90.0) 
     """After an anneal study: the server starts its next standby driver once the study's
     driver has ended. Waits for it and for its start-up to finish, so that neither slows
     the next variant (nor is the next study denied its standby)."""
+    wait_for_standby_running(stack, used_job, timeout_s)
+    settle()
+
+
+def wait_for_standby_running(stack: Stack, used_job: str, timeout_s: float = 90.0) -> None:
+    """Waits until a standby driver other than `used_job` runs (at most `timeout_s`)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from cluster.server.jobs import STANDBY_METADATA
@@ -94,9 +100,8 @@ def wait_for_next_standby(stack: Stack, used_job: str, timeout_s: float = 90.0) 
             for job in jobs.list_jobs()
             if job.submission_id != used_job
         ):
-            break
+            return
         time.sleep(0.5)
-    settle()
 
 
 def alternate(rounds: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:

@@ -66,3 +66,15 @@ def test_lifecycle_runs(stack: Stack) -> None:
     result = lifecycle.run(stack, rounds=1, steady_s=0.5, seconds=0.5, max_replicas=2)  # type: ignore[arg-type]
     assert result["rollout"]["failed_calls"] == 0 and result["rollout"]["rounds"][0]["calls_during_rollout"] > 0
     assert result["autoscaling"]["to_added_replica_s"] > 0 and result["autoscaling"]["rps_32_minimum"] > 0
+
+
+def test_search_runs(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import search
+
+    monkeypatch.setattr(search, "wait_for_standby_running", lambda *_, **__: None)
+    # At the smoke size the target is 0: every arm stops at its first report.
+    result = search.run(stack, search.SMOKE, seeds=[0], quiet_timeout_s=0)  # type: ignore[arg-type]
+    arms = result["arms"]
+    assert set(arms) == {search.RANDOM, search.TPE_ASHA, search.BY_HAND, search.WARM}
+    assert all(arm["reached"] == 1 and arm["epochs"]["median"] >= 1 for arm in arms.values())
+    assert set(result["targets"]) and result["workload"]["epoch_s_alone"] > 0
