@@ -16,7 +16,8 @@ from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from anneal.types import EventKind, Trial, TrialState
-from cluster.driver.writer import Record, TrialWriter
+from cluster.driver.writer import TrialWriter
+from cluster.driver.writermessages import Record
 from cluster.trial.context import EPOCH, HISTORY
 from cluster.trial.function import ADOPTED_AS
 

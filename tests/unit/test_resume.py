@@ -16,7 +16,7 @@ from anneal.types import EventKind, Study, Trial, TrialState
 from cluster.driver.recording import TrialRecorder
 from cluster.driver.resume import newest_checkpoint, plan_resume, snapshot_trial_ids
 from cluster.driver.tuning import AdoptingOptunaSearch
-from cluster.driver.writer import Record
+from cluster.driver.writermessages import Record
 from cluster.store.store import now
 from cluster.trial.context import ENDED, EPOCH
 from cluster.trial.function import ADOPTED_AS

@@ -20,7 +20,9 @@ from mlflow.tracking import MlflowClient
 from anneal.spec import StudySpec
 from anneal.types import EventKind, StudyState, Trial, TrialState
 from cluster.driver.outbox import Outbox
-from cluster.driver.writer import Confirmed, Record, Start, TrialWriter, WriterLost, Writing
+from cluster.driver.writer import TrialWriter, WriterLost
+from cluster.driver.writermessages import Confirmed, Record, Start
+from cluster.driver.writerprocess import Writing
 from cluster.store.store import Store
 from cluster.tracking.tracker import MlflowTracker
 
