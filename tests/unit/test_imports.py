@@ -1,8 +1,10 @@
-"""The client side stays light: importing it pulls in none of the server's heavy dependencies."""
+"""What importing a module does: the client side pulls in none of the server's heavy dependencies,
+and a benchmark leaves Ray's token authentication on."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -64,3 +66,26 @@ def test_trial_actor_code_leaves_driver_packages_out() -> None:
     # Every trial actor imports cluster.trial.function when it starts, on the cores the trials train on.
     driver_only = ("optuna", "mlflow", "sqlalchemy", "sklearn")
     assert result(probe("cluster.trial.function", driver_only)) == []
+
+
+# Every module `make bench` runs, as `python -m` runs it: first in a fresh interpreter.
+BENCHMARK_MODULES = ("benchmarks", "benchmarks.data_parallel", "benchmarks.streaming", "benchmarks.search")
+
+AUTH_PROBE = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+from ray._private.authentication.authentication_utils import is_token_auth_enabled
+print(is_token_auth_enabled())
+"""
+
+
+@pytest.mark.parametrize("module", BENCHMARK_MODULES)
+def test_a_benchmark_run_from_a_plain_shell_keeps_rays_token_authentication(module: str) -> None:
+    # Ray reads its mode when first imported; a benchmark importing ray before `cluster` set the
+    # mode would find its token-authenticated cluster refusing it.
+    env = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
+    done = subprocess.run(
+        [sys.executable, "-c", AUTH_PROBE, module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
