@@ -43,6 +43,9 @@ pytestmark = pytest.mark.integration
 END_S = 240.0
 NODE_START_S = 60.0
 NODE_TEST_EPOCHS = 40
+# Twice the driver-restart test's epochs: `anneal down` takes seconds under load, and the
+# study must still be running when the cluster goes (with 6 it once ended first).
+RESTART_EPOCHS = 2 * EPOCHS
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def test_a_study_resumes_when_the_whole_local_cluster_restarts(own_home: Path) -
     settings = own_settings(own_home)
     cluster = up(settings, log=lambda _: None)
     with own_client(settings, cluster) as client:
-        study_id = client.create_study(resumable_spec("it-cluster-restart")).study_id
+        study_id = client.create_study(resumable_spec("it-cluster-restart", RESTART_EPOCHS)).study_id
 
         wait_for_mid_study(client, study_id, ended=2, timeout_s=180)
         before = client.get_study(study_id)
@@ -88,12 +91,12 @@ def test_a_study_resumes_when_the_whole_local_cluster_restarts(own_home: Path) -
     assert study.state is StudyState.SUCCEEDED, study.error
     assert study.ray_job_id == f"anneal-{study_id}-r1"
     assert len(study.trials) == TRIALS
-    assert all(t.state is TrialState.COMPLETED and t.epochs == EPOCHS for t in study.trials)
+    assert all(t.state is TrialState.COMPLETED and t.epochs == RESTART_EPOCHS for t in study.trials)
     starts = Counter(e.trial.trial_id for e in events if e.kind is EventKind.TRIAL_STARTED and e.trial)
     for trial in before.trials:
         if trial.state.is_terminal:
             assert starts[trial.trial_id] == 1, f"trial {trial.trial_id} ran again"
-    assert_one_mlflow_run_per_trial_with_every_epoch_once(settings.mlflow_tracking_uri, study)
+    assert_one_mlflow_run_per_trial_with_every_epoch_once(settings.mlflow_tracking_uri, study, RESTART_EPOCHS)
 
 
 def start_worker_node(settings: Settings, gcs_address: str) -> int:
