@@ -38,7 +38,7 @@ epochs near a third once the trial that reaches the target (the same in both arm
 one beside it are counted; trials of tens of epochs are what ASHA is made for. Measured, it
 saves less than that on these studies (see the README): Ray's `ASHAScheduler` stops a trial
 only when it falls below the top third of the results already at its rung, so the first trial
-to reach a rung always goes on, and the first trials of a study run to their end.
+to reach a rung always goes on, and the first trials of a study tend to run to their end.
 
 TPE samples at random until 10 trials have ended, drawing what random search draws with the
 same seed: (a) and (b) try the same first 10 or so configurations, and differ there only by
