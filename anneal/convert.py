@@ -95,6 +95,7 @@ _DEPLOYMENT_STATE_TO_PB = {
 }
 _TASK_TO_PB = {task: pb.Task.Value(f"TASK_{task.name}") for task in Task}
 _FORMAT_TO_PB = {"parquet": pb.DATASET_FORMAT_PARQUET, "csv": pb.DATASET_FORMAT_CSV}
+_ASHA_TYPE_TO_PB = {"stopping": pb.ASHA_TYPE_STOPPING, "promotion": pb.ASHA_TYPE_PROMOTION}
 
 
 def _invert(table: Mapping[Any, int]) -> dict[int, Any]:
@@ -109,6 +110,7 @@ _EVENT_KIND_FROM_PB = _invert(_EVENT_KIND_TO_PB)
 _DEPLOYMENT_STATE_FROM_PB = _invert(_DEPLOYMENT_STATE_TO_PB)
 _TASK_FROM_PB = _invert(_TASK_TO_PB)
 _FORMAT_FROM_PB = _invert(_FORMAT_TO_PB)
+_ASHA_TYPE_FROM_PB = _invert(_ASHA_TYPE_TO_PB)
 
 
 def _required_enum_from_pb(table: Mapping[int, Any], number: int, path: str) -> Any:
@@ -164,8 +166,10 @@ def spec_to_pb(spec: StudySpec) -> pb.StudySpec:
         for parent, values in (domain.when or {}).items():
             parameter.when.add(parent=parent, values=[scalar_to_pb(v) for v in values])
     kind = spec.scheduler.kind
-    config = getattr(spec.scheduler, kind)
-    getattr(message.scheduler, kind).CopyFrom(getattr(pb, _SCHEDULER_MESSAGES[kind])(**config.model_dump()))
+    fields = getattr(spec.scheduler, kind).model_dump()
+    if kind == "asha":
+        fields["type"] = _ASHA_TYPE_TO_PB[fields["type"]]
+    getattr(message.scheduler, kind).CopyFrom(getattr(pb, _SCHEDULER_MESSAGES[kind])(**fields))
     return message
 
 
@@ -231,7 +235,11 @@ def spec_data_from_pb(message: pb.StudySpec) -> dict[str, Any]:
     kind = message.scheduler.WhichOneof("kind")
     if kind is not None:
         config = getattr(message.scheduler, kind)
-        data["scheduler"] = {kind: _optional_fields(config, tuple(f.name for f in config.DESCRIPTOR.fields))}
+        optional = tuple(f.name for f in config.DESCRIPTOR.fields if f.name != "type")
+        fields = _optional_fields(config, optional)
+        if kind == "asha" and (asha_type := _enum_from_pb(_ASHA_TYPE_FROM_PB, config.type)) is not None:
+            fields["type"] = asha_type
+        data["scheduler"] = {kind: fields}
     for section in ("budget", "resources", "failure", "deploy"):
         if message.HasField(section):
             sub = getattr(message, section)

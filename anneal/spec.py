@@ -29,6 +29,7 @@ Scalar = bool | int | float | str
 Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2"]
 Mode = Literal["max", "min"]
 DatasetFormat = Literal["parquet", "csv"]
+AshaType = Literal["stopping", "promotion"]
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp", "cmaes", "nsga2")
 # The samplers that optimise several objectives at once (Optuna's GP and CMA-ES take one).
@@ -221,6 +222,12 @@ class SearchSpec(_Spec):
 class AshaConfig(_Spec):
     grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it can be stopped.")
     reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of the trials at each rung.")
+    type: AshaType = Field(
+        "stopping",
+        description="stopping: a trial goes on from a rung unless it ranks below the top 1/reduction_factor "
+        "of those recorded there, so the first trials at a rung go on; promotion: a trial waits, paused at "
+        "its rung checkpoint, until it ranks in the top 1/reduction_factor there, while new trials start.",
+    )
 
 
 class MedianConfig(_Spec):
@@ -485,11 +492,29 @@ class StudySpec(_Spec):
                 f"{self.search.sampler} optimises one objective; with several, use "
                 + ", ".join(MULTI_OBJECTIVE_SAMPLERS),
             )
+        if self.scheduler.asha is not None and self.scheduler.asha.type == "promotion":
+            raise _field_error(
+                "scheduler.asha.type",
+                "promotion ranks trials by one objective; with several objectives use stopping "
+                "(which keeps trials by non-dominated rank)",
+            )
         if self.scheduler.median is not None:
             raise _field_error(
                 "scheduler.median",
                 "the median rule ranks trials by one objective; with several objectives use asha "
                 "(which then keeps trials by non-dominated rank) or none",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pausable_trials(self) -> StudySpec:
+        """Promotion pauses trials at their rung checkpoints; a data-parallel trial's worker group
+        would go on training without its paused trial."""
+        asha = self.scheduler.asha
+        if asha is not None and asha.type == "promotion" and self.resources.workers > 1:
+            raise _field_error(
+                "scheduler.asha.type",
+                "promotion pauses trials, which data-parallel trials (resources.workers > 1) cannot do; use stopping",
             )
         return self
 

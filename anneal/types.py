@@ -47,6 +47,7 @@ STUDY_TRANSITIONS: dict[StudyState, frozenset[StudyState]] = {
 
 class TrialState(str, enum.Enum):
     RUNNING = "RUNNING"
+    PAUSED = "PAUSED"  # waiting at a rung of a promotion-type ASHA, to go on or be stopped
     COMPLETED = "COMPLETED"
     STOPPED_EARLY = "STOPPED_EARLY"
     ERROR = "ERROR"
@@ -54,13 +55,14 @@ class TrialState(str, enum.Enum):
 
     @property
     def is_terminal(self) -> bool:
-        return self is not TrialState.RUNNING
+        return self not in (TrialState.RUNNING, TrialState.PAUSED)
 
 
 class EventKind(str, enum.Enum):
     STUDY_STARTED = "STUDY_STARTED"
     TRIAL_STARTED = "TRIAL_STARTED"
     TRIAL_RESULT = "TRIAL_RESULT"
+    TRIAL_PAUSED = "TRIAL_PAUSED"
     TRIAL_ENDED = "TRIAL_ENDED"
     STUDY_ENDED = "STUDY_ENDED"
 

@@ -9,7 +9,8 @@ lr log-uniform over five decades, adam or sgd, weight_decay log-uniform over fiv
 dropout up to 0.7. Every arm runs 2 trials at a time, 1 CPU each, at most 40 trials:
 
     a  anneal, random sampling, no pruning
-    b  anneal, TPE + ASHA (grace period 1, reduction factor 3: rungs at epochs 1, 3, 9 and 27)
+    b  anneal, TPE + ASHA (grace period 1, reduction factor 3: rungs at epochs 1, 3, 9 and 27),
+       promotion type: a trial waits, paused at its rung, until it ranks in the top third there
     c  Ray Tune + Optuna + ASHA written by hand: `tune.Tuner`, `OptunaSearch` (TPE, the same
        seed), the same `ASHAScheduler`, a function trainable that runs the same trainer with a
        `tune.report` per epoch (a checkpoint at the last epoch only, actors reused, Tune's
@@ -36,9 +37,10 @@ epochs (rungs 1, 3, 9), a quarter of a full run, but 1*2/3 + 3*2/9 + 9*2/27 + 27
 (rungs 1, 3, 9, 27), a ninth. With 9 epochs, early stopping could not bring random search's
 epochs near a third once the trial that reaches the target (the same in both arms) and the
 one beside it are counted; trials of tens of epochs are what ASHA is made for. Measured, it
-saves less than that on these studies (see the README): Ray's `ASHAScheduler` stops a trial
-only when it falls below the top third of the results already at its rung, so the first trial
-to reach a rung always goes on, and the first trials of a study tend to run to their end.
+saves less than that with Ray's `ASHAScheduler` (see the README): it stops a trial only when it
+falls below the top third of the results already at its rung, so the first trial to reach a
+rung goes on, and the first trials of a study tend to run to their end. anneal's arm uses the
+promotion type (`cluster.driver.promotion`), where nothing goes on for being first.
 
 TPE samples at random until 10 trials have ended, drawing what random search draws with the
 same seed: (a) and (b) try the same first 10 or so configurations, and differ there only by
@@ -92,6 +94,8 @@ SPACE: dict[str, Any] = {
 GRACE_PERIOD = 1
 REDUCTION_FACTOR = 3
 ASHA = {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR}
+# anneal's arm pauses trials at rungs (promotion); Ray's ASHAScheduler, by hand, stops them.
+ANNEAL_ASHA = {**ASHA, "type": "promotion"}
 # The seed of the earlier study every warm start learns from: another than any arm's.
 EARLIER_SEED = 100
 LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -206,7 +210,7 @@ def study_spec(
             "search_space": SPACE,
             "objective": {"metric": METRIC, "mode": "max"},
             "search": {"sampler": sampler, "seed": seed, "warm_start": list(warm_start)},
-            "scheduler": {"asha": ASHA} if pruning else "none",
+            "scheduler": {"asha": ANNEAL_ASHA} if pruning else "none",
             "budget": {"max_trials": max_trials, "max_concurrent_trials": SLOTS},
             "resources": {"cpu": 1},
         }
@@ -584,7 +588,7 @@ def run(stack: Stack, size: Size, seeds: Sequence[int], quiet_timeout_s: float =
             "classes": CLASSES,
             "params": PARAMS,
             "search_space": SPACE,
-            "asha": ASHA,
+            "asha": ANNEAL_ASHA,
             "concurrent_trials": SLOTS,
             "earlier_study": f"random sampling, no pruning, seed {EARLIER_SEED}, run to its end",
             "epoch_s_alone": alone,

@@ -31,6 +31,12 @@ class Sampler(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAMPLER_CMAES: _ClassVar[Sampler]
     SAMPLER_NSGA2: _ClassVar[Sampler]
 
+class AshaType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ASHA_TYPE_UNSPECIFIED: _ClassVar[AshaType]
+    ASHA_TYPE_STOPPING: _ClassVar[AshaType]
+    ASHA_TYPE_PROMOTION: _ClassVar[AshaType]
+
 class StudyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STUDY_STATE_UNSPECIFIED: _ClassVar[StudyState]
@@ -48,6 +54,7 @@ class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIAL_STATE_STOPPED_EARLY: _ClassVar[TrialState]
     TRIAL_STATE_ERROR: _ClassVar[TrialState]
     TRIAL_STATE_CANCELLED: _ClassVar[TrialState]
+    TRIAL_STATE_PAUSED: _ClassVar[TrialState]
 
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +64,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_TRIAL_RESULT: _ClassVar[EventKind]
     EVENT_KIND_TRIAL_ENDED: _ClassVar[EventKind]
     EVENT_KIND_STUDY_ENDED: _ClassVar[EventKind]
+    EVENT_KIND_TRIAL_PAUSED: _ClassVar[EventKind]
 
 class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -84,6 +92,9 @@ SAMPLER_RANDOM: Sampler
 SAMPLER_GP: Sampler
 SAMPLER_CMAES: Sampler
 SAMPLER_NSGA2: Sampler
+ASHA_TYPE_UNSPECIFIED: AshaType
+ASHA_TYPE_STOPPING: AshaType
+ASHA_TYPE_PROMOTION: AshaType
 STUDY_STATE_UNSPECIFIED: StudyState
 STUDY_STATE_PENDING: StudyState
 STUDY_STATE_RUNNING: StudyState
@@ -96,12 +107,14 @@ TRIAL_STATE_COMPLETED: TrialState
 TRIAL_STATE_STOPPED_EARLY: TrialState
 TRIAL_STATE_ERROR: TrialState
 TRIAL_STATE_CANCELLED: TrialState
+TRIAL_STATE_PAUSED: TrialState
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_STUDY_STARTED: EventKind
 EVENT_KIND_TRIAL_STARTED: EventKind
 EVENT_KIND_TRIAL_RESULT: EventKind
 EVENT_KIND_TRIAL_ENDED: EventKind
 EVENT_KIND_STUDY_ENDED: EventKind
+EVENT_KIND_TRIAL_PAUSED: EventKind
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_DEPLOYING: DeploymentState
 DEPLOYMENT_STATE_RUNNING: DeploymentState
@@ -211,12 +224,14 @@ class SearchSpec(_message.Message):
     def __init__(self, sampler: _Optional[_Union[Sampler, str]] = ..., seed: _Optional[int] = ..., warm_start: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AshaScheduler(_message.Message):
-    __slots__ = ("grace_period", "reduction_factor")
+    __slots__ = ("grace_period", "reduction_factor", "type")
     GRACE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     REDUCTION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     grace_period: int
     reduction_factor: int
-    def __init__(self, grace_period: _Optional[int] = ..., reduction_factor: _Optional[int] = ...) -> None: ...
+    type: AshaType
+    def __init__(self, grace_period: _Optional[int] = ..., reduction_factor: _Optional[int] = ..., type: _Optional[_Union[AshaType, str]] = ...) -> None: ...
 
 class MedianScheduler(_message.Message):
     __slots__ = ("grace_period", "min_samples_required")

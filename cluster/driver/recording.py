@@ -79,6 +79,7 @@ class TrialRecorder(tune.Callback):
         self.finished = 0
         self.recorded_ends: set[str] = set()
         self.recorded_starts: set[str] = set()
+        self.paused: set[str] = set()  # trials recorded PAUSED, until they start again or end
         self.catch_up = False
 
     # Tune pickles its callbacks with the experiment state; the writer process stays here.
@@ -103,6 +104,14 @@ class TrialRecorder(tune.Callback):
         for trial in trials:
             if trial.status in (TuneTrial.TERMINATED, TuneTrial.ERROR):
                 self._record_missed_end(trial)
+
+    def on_step_end(self, iteration: int, trials: list[TuneTrial], **info: Any) -> None:
+        """Records each trial a promotion-type ASHA paused since the last step (Tune tells its
+        callbacks of no pause)."""
+        for trial in trials:
+            if trial.status == TuneTrial.PAUSED and (trial_id := anneal_trial_id(trial)) not in self.paused:
+                self.paused.add(trial_id)
+                self.writer.put(Record(EventKind.TRIAL_PAUSED, self._trial(trial, TrialState.PAUSED)))
 
     def _record_missed_end(self, trial: TuneTrial) -> None:
         trial_id = anneal_trial_id(trial)
@@ -132,8 +141,10 @@ class TrialRecorder(tune.Callback):
         )
 
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
-        if anneal_trial_id(trial) in self.recorded_ends:
+        trial_id = anneal_trial_id(trial)
+        if trial_id in self.recorded_ends:
             return  # replayed: the store and MLflow hold it whole
+        self.paused.discard(trial_id)  # a paused trial that resumes starts again, in the same run
         snapshot = self._trial(trial, TrialState.RUNNING)
         params = {**self.fixed, **snapshot.config, WORLD_SIZE_PARAM: self.world_size}
         self.writer.put(Record(EventKind.TRIAL_STARTED, snapshot, params=params))
@@ -160,6 +171,7 @@ class TrialRecorder(tune.Callback):
     def _end(self, trial: TuneTrial, state: TrialState, mlflow_status: str, error: str = "") -> None:
         if anneal_trial_id(trial) in self.recorded_ends:
             return
+        self.paused.discard(anneal_trial_id(trial))
         self.finished += 1
         snapshot = self._trial(trial, state, error)
         self.writer.put(Record(EventKind.TRIAL_ENDED, snapshot, mlflow_status=mlflow_status))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -18,6 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from anneal.optunaspace import optuna_space
 from anneal.spec import Domain, StudySpec
 from cluster.driver.paretoasha import ParetoASHA, asha_rungs
+from cluster.driver.promotion import PromotionASHA
 from cluster.driver.studydata import study_data
 from cluster.driver.warmstart import EarlierTrial
 from cluster.trial.context import ENDED, EPOCH, HISTORY
@@ -82,10 +83,20 @@ WARM_START_ATTR = "anneal_warm_start"
 class AdoptingOptunaSearch(OptunaSearch):
     """OptunaSearch that, on a resumed study, first hands out the configs of trials Tune's
     snapshot lost (see `cluster.driver.resume`), each marked with the identity it adopts. Optuna
-    learns an adopted trial when it ends, as an evaluated point."""
+    learns an adopted trial when it ends, as an evaluated point.
 
-    def __init__(self, *args: Any, distributions: dict[str, BaseDistribution] | None = None, **kwargs: Any) -> None:
+    With `admits` (a promotion-type ASHA's `admits_new_trial`), it suggests a trial only when
+    that says a new one may start, and Tune's ConcurrencyLimiter is not used."""
+
+    def __init__(
+        self,
+        *args: Any,
+        distributions: dict[str, BaseDistribution] | None = None,
+        admits: Callable[[], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.admits = admits
         # Every parameter's distribution, for trials Optuna learns without suggesting them.
         self.distributions = distributions if distributions is not None else dict(kwargs.get("space") or {})
         self.adoptions: list[tuple[str, dict[str, Any]]] = []  # (trial id, config), handed out in order
@@ -93,6 +104,8 @@ class AdoptingOptunaSearch(OptunaSearch):
         self.last_epochs: dict[str, int] = {}  # Tune's trial id -> the last epoch Optuna learnt
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.admits is not None and not self.admits():
+            return None  # not now: Tune asks again at its next step
         if not self.adoptions:
             return super().suggest(trial_id)
         adopted_id, config = self.adoptions.pop(0)
@@ -116,8 +129,9 @@ class AdoptingOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """A trial that ended on its own is COMPLETE with its value; one the scheduler stopped
         early is PRUNED (its value at the epoch it stopped is no final score for the sampler to
-        learn from); one that failed is FAIL, whatever it reported before."""
-        pruned = stopped_early(result, error)
+        learn from), as is one stopped while paused (Tune passes no result); one that failed is
+        FAIL, whatever it reported before."""
+        pruned = stopped_early(result, error) or (result is None and not error)
         config = self.adopted.pop(trial_id, None)
         if config is None and trial_id not in self._ot_trials:
             # Tune snapshots its trials and its searcher at different moments: a restored trial
@@ -171,10 +185,11 @@ class AdoptingOptunaSearch(OptunaSearch):
         cast(optuna.Study, self._ot_study).add_trial(learnt)
 
     def restore(self, checkpoint_path: str) -> None:
-        # Tune restores the searcher inside fit(), after the driver handed it the adoptions.
-        pending = self.adoptions
+        # Tune restores the searcher inside fit(), after the driver handed it the adoptions; its
+        # gate is the restored Tuner's scheduler, not the copy pickled with the searcher.
+        pending, admits = self.adoptions, self.admits
         super().restore(checkpoint_path)
-        self.adoptions = pending
+        self.adoptions, self.admits = pending, admits
 
 
 # ASHA's max_t for a trainer without an epochs parameter.
@@ -188,10 +203,22 @@ def stopped_early(result: dict[str, Any] | None, error: bool) -> bool:
     return not error and result is not None and not result.get(ENDED, False)
 
 
-def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
+def scheduler(spec: StudySpec, info: TrainerInfo, slots: int) -> TrialScheduler:
+    """The study's early stopping; `slots` is how many trials may run at once (a
+    promotion-type ASHA keeps that count itself)."""
     config = spec.scheduler
     if config.asha is not None:
         asha, max_t = config.asha, asha_max_t(spec, info)
+        if asha.type == "promotion":
+            return PromotionASHA(
+                spec.first_goal.metric,
+                spec.first_goal.mode,
+                time_attr=EPOCH,
+                max_t=max_t,
+                grace_period=asha.grace_period,
+                reduction_factor=asha.reduction_factor,
+                slots=slots,
+            )
         if spec.is_multi_objective():
             return ParetoASHA(
                 spec.goals,
@@ -215,12 +242,14 @@ def scheduler(spec: StudySpec, info: TrainerInfo) -> TrialScheduler:
 def decision_epochs(spec: StudySpec, info: TrainerInfo) -> DecisionEpochs:
     """Where the study's scheduler decides whether a trial goes on: ASHA at each rung below its
     max_t (the same rungs Ray's ASHA makes: grace_period × reduction_factor^k), the median rule
-    at every epoch from its grace period on; nowhere without early stopping."""
+    at every epoch from its grace period on; nowhere without early stopping. A promotion-type
+    ASHA may pause a trial at a rung, so trials checkpoint there too."""
     config = spec.scheduler
     if config.asha is not None:
         asha = config.asha
         return DecisionEpochs(
-            rungs=frozenset(asha_rungs(asha_max_t(spec, info), asha.grace_period, asha.reduction_factor))
+            rungs=frozenset(asha_rungs(asha_max_t(spec, info), asha.grace_period, asha.reduction_factor)),
+            checkpoint_rungs=asha.type == "promotion",
         )
     if config.median is not None:
         return DecisionEpochs(every_from=config.median.grace_period)
@@ -299,6 +328,8 @@ def build_tuner(
     warm-starts from; `carried` and `adoptions` start it with the trials of a driver that died
     before Tune's first snapshot."""
     several = spec.is_multi_objective()
+    slots = concurrent_trials(spec, ray.cluster_resources())
+    chosen = scheduler(spec, info, slots)
     search = AdoptingOptunaSearch(
         space=searched_space(spec),
         distributions=optuna_space(spec),
@@ -306,6 +337,7 @@ def build_tuner(
         metric=[goal.metric for goal in spec.goals] if several else spec.first_goal.metric,
         mode=[goal.mode for goal in spec.goals] if several else spec.first_goal.mode,
         sampler=optuna_sampler(spec),
+        admits=chosen.admits_new_trial if isinstance(chosen, PromotionASHA) else None,
     )
     search.adoptions = list(adoptions or [])
     search.learn_earlier(earlier)
@@ -316,9 +348,10 @@ def build_tuner(
             metric=spec.first_goal.metric,
             mode=spec.first_goal.mode,
             search_alg=search,
-            scheduler=scheduler(spec, info),
+            scheduler=chosen,
             num_samples=spec.budget.max_trials,
-            max_concurrent_trials=concurrent_trials(spec, ray.cluster_resources()),
+            # A promotion-type ASHA keeps the slots itself (ConcurrencyLimiter counts paused trials).
+            max_concurrent_trials=None if isinstance(chosen, PromotionASHA) else slots,
             time_budget_s=spec.budget.time_budget_s,
             # A fresh worker per trial costs a process start and a torch import each time.
             reuse_actors=True,

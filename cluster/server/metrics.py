@@ -139,7 +139,10 @@ def _studies_family(counts: Mapping[StudyState, int]) -> GaugeMetricFamily:
 
 
 def _trials_family(counts: Mapping[TrialState, int]) -> GaugeMetricFamily:
-    help_text = "Trials in the store, by state: RUNNING ones have started and not ended; the rest ended so."
+    help_text = (
+        "Trials in the store, by state: RUNNING ones have started and not ended, PAUSED ones wait at a rung; "
+        "the rest ended so."
+    )
     return _by_state("anneal_trials", help_text, counts)
 
 

@@ -221,7 +221,10 @@ class Store:
             if to.is_terminal:
                 conn.execute(
                     trials.update()
-                    .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING.value)
+                    .where(
+                        trials.c.study_id == study_id,
+                        trials.c.state.in_([state.value for state in TrialState if not state.is_terminal]),
+                    )
                     .values(state=TrialState.CANCELLED.value)
                 )
             kind = EventKind.STUDY_ENDED if to.is_terminal else EventKind.STUDY_STARTED

@@ -27,6 +27,8 @@ REPORT_INTERVAL_S = 0.5
 EPOCH = "epoch"
 HISTORY = "anneal_epochs"
 ENDED = "anneal_ended"
+# Whether a result persisted a checkpoint at its epoch: a trial may be paused there and resumed.
+CHECKPOINTED = "anneal_checkpointed"
 # Checkpoint file keys beside the trainer's state: the metrics reported with it, and whether
 # it was the trial's final report.
 METRICS = "metrics"
@@ -89,6 +91,7 @@ class TuneTrainContext(WorkerContext):
         if checkpoint is None:
             tune.report(result)
             return
+        result[CHECKPOINTED] = True
         # Tune copies the directory into the experiment storage before report returns.
         with scratch_directory() as directory:
             saved = {

@@ -27,10 +27,13 @@ class Handover:
 class DecisionEpochs:
     """The epochs at which a trial's scheduler decides whether the trial goes on: ASHA's rungs,
     or every epoch from the median rule's grace period. At each, the trial hands its epochs to
-    Tune at once and waits for the decision, so it is stopped there and not a batch later."""
+    Tune at once and waits for the decision, so it is stopped there and not a batch later.
+    With `checkpoint_rungs` (promotion-type ASHA), the state is persisted at each rung too: the
+    scheduler may pause the trial there and resume it from that checkpoint."""
 
     rungs: frozenset[int] = frozenset()
     every_from: int | None = None
+    checkpoint_rungs: bool = False
 
     def __contains__(self, epoch: object) -> bool:
         if not isinstance(epoch, int):
@@ -44,7 +47,7 @@ NO_DECISIONS = DecisionEpochs()  # no early stopping: epochs go in batches, ever
 class Pacing:
     """When epochs are handed to Tune (every `report_interval_s`, at each of `decisions`, and at
     the final epoch) and when a checkpoint is persisted (at most every `checkpoint_interval_s`,
-    and always at the final epoch): each hand-over is a round trip to the driver (a
+    and always at the final epoch and at rungs that checkpoint): each hand-over is a round trip to the driver (a
     single-worker trial's trainer waits for it; a data-parallel rank 0 sends it from a thread,
     `cluster.worker.sender`), and each checkpoint is a copy into the experiment storage and a
     snapshot on the driver."""
@@ -64,7 +67,8 @@ class Pacing:
         if not now and moment - self._last_reported < self.report_interval_s:
             return False, False
         self._last_reported = moment
-        persist = has_checkpoint and (final or moment - self._last_persisted >= self.checkpoint_interval_s)
+        at_rung = self.decisions.checkpoint_rungs and epoch in self.decisions.rungs
+        persist = has_checkpoint and (final or at_rung or moment - self._last_persisted >= self.checkpoint_interval_s)
         if persist:
             self._last_persisted = moment
         return True, persist

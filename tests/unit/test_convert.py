@@ -128,11 +128,13 @@ def test_each_mode(mode: str) -> None:
     [
         {"asha": {"grace_period": 4, "reduction_factor": 5}},
         {"asha": {}},
+        {"asha": {"type": "promotion"}},
+        {"asha": {"type": "stopping"}},
         {"median": {"grace_period": 3, "min_samples_required": 9}},
         {"median": {}},
         {"none": {}},
     ],
-    ids=["asha", "asha-defaults", "median", "median-defaults", "none"],
+    ids=["asha", "asha-defaults", "asha-promotion", "asha-stopping", "median", "median-defaults", "none"],
 )
 def test_each_scheduler(scheduler: dict[str, Any]) -> None:
     spec = spec_with(scheduler=scheduler)
@@ -592,3 +594,10 @@ def test_trainer_each_task_and_a_tensor_input(task: Task) -> None:
 def test_an_unavailable_trainer_round_trips() -> None:
     broken = TrainerDescription(name="broken", available=False, error="ImportError: no torchvision", source="pkg 1.0")
     assert convert.trainer_from_pb(convert.trainer_to_pb(broken)) == broken
+
+
+def test_an_asha_type_this_version_does_not_know_is_refused_naming_the_field() -> None:
+    message = convert.spec_to_pb(spec_with(scheduler={"asha": {}}))
+    message.scheduler.asha.type = 99  # type: ignore[assignment]
+    with pytest.raises(InvalidSpec, match=r"scheduler\.asha\.type"):
+        convert.spec_from_pb(message)

@@ -186,7 +186,7 @@ def rung_result(epoch: int, accuracy: float, size: float) -> dict[str, Any]:
 
 
 def test_several_objectives_stop_early_by_pareto_rank_at_asha_rungs() -> None:
-    chosen = scheduler(StudySpec.parse(two_objectives()), MLP)
+    chosen = scheduler(StudySpec.parse(two_objectives()), MLP, slots=2)
     assert isinstance(chosen, ParetoASHA)
     assert [milestone for milestone, _ in chosen.rungs] == [9, 3, 1] and asha_rungs(9, 1, 3) == [1, 3, 9]
     decide = chosen.decide
@@ -201,7 +201,7 @@ def test_several_objectives_stop_early_by_pareto_rank_at_asha_rungs() -> None:
 
 
 def test_a_result_without_every_objective_is_not_judged() -> None:
-    chosen = scheduler(StudySpec.parse(two_objectives()), MLP)
+    chosen = scheduler(StudySpec.parse(two_objectives()), MLP, slots=2)
     assert isinstance(chosen, ParetoASHA)
     assert chosen.decide("t", {EPOCH: 1, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
     assert all(not recorded for _, recorded in chosen.rungs)

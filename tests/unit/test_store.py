@@ -327,17 +327,20 @@ def test_record_trials_keeps_the_writers_watermark_with_its_records(store: Store
 
 
 @pytest.mark.parametrize("end", [StudyState.SUCCEEDED, StudyState.FAILED, StudyState.CANCELLED])
-def test_ending_a_study_cancels_its_running_trials(store: Store, example_spec: StudySpec, end: StudyState) -> None:
+def test_ending_a_study_cancels_its_running_and_paused_trials(
+    store: Store, example_spec: StudySpec, end: StudyState
+) -> None:
     study_id = store.create_study(example_spec).study_id
     other_id = store.create_study(example_spec.model_copy(update={"name": "other"})).study_id
     start(store, study_id)
     store.record_trial(study_id, trial("t1"), EventKind.TRIAL_STARTED)
     store.record_trial(study_id, trial("t2", TrialState.COMPLETED, 3), EventKind.TRIAL_ENDED)
     store.record_trial(study_id, trial("t3", TrialState.ERROR), EventKind.TRIAL_ENDED)
+    store.record_trial(study_id, trial("t4", TrialState.PAUSED, 1), EventKind.TRIAL_PAUSED)
     store.record_trial(other_id, trial("o1"), EventKind.TRIAL_STARTED)
     assert store.transition(study_id, [StudyState.RUNNING], end)
     states = [t.state for t in store.get_study(study_id).trials]
-    assert states == [TrialState.CANCELLED, TrialState.COMPLETED, TrialState.ERROR]
+    assert states == [TrialState.CANCELLED, TrialState.COMPLETED, TrialState.ERROR, TrialState.CANCELLED]
     assert store.get_study(other_id).trials[0].state is TrialState.RUNNING
 
 
