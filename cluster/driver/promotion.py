@@ -20,6 +20,7 @@ is decided as Ray's ASHA decides.
 from __future__ import annotations
 
 import math
+from collections.abc import Container
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -81,18 +82,20 @@ class PromotionASHA(FIFOScheduler):
             return None
         trials = tune_controller.get_trials()
         pending = [trial for trial in trials if trial.status == Trial.PENDING]
+        # Paused in Tune, not only here: a trial is still saving its pause for a step or two.
+        waiting = {trial.trial_id: trial for trial in trials if trial.status == Trial.PAUSED}
         ending = not pending and tune_controller.search_alg.is_finished()
-        promotion = self.next_promotion(ending)
+        promotion = self.next_promotion(ending, among=waiting)
         if promotion is not None:
             trial_id, rung = promotion
             del self.paused[trial_id]
             self.promoted[rung].add(trial_id)
-            return next(trial for trial in trials if trial.trial_id == trial_id)
+            return waiting[trial_id]
         if pending:
             return pending[0]
         if ending and self.running() == 0:
-            for trial in [trial for trial in trials if trial.trial_id in self.paused]:
-                tune_controller.stop_trial(trial)
+            for trial_id in [trial_id for trial_id in self.paused if trial_id in waiting]:
+                tune_controller.stop_trial(waiting[trial_id])
         return None
 
     def debug_string(self) -> str:
@@ -129,11 +132,14 @@ class PromotionASHA(FIFOScheduler):
             return TrialScheduler.PAUSE
         return TrialScheduler.CONTINUE if self.ranks_within(rung, trial_id, ending=True) else TrialScheduler.STOP
 
-    def next_promotion(self, ending: bool) -> tuple[str, int] | None:
-        """(trial id, rung) of the paused trial to resume next: from the highest rung down, the
-        best that ranks within its rung's top (the looser top when `ending`); None when none does."""
+    def next_promotion(self, ending: bool, among: Container[str] | None = None) -> tuple[str, int] | None:
+        """(trial id, rung) of the paused trial to resume next (of those `among`, when given):
+        from the highest rung down, the best that ranks within its rung's top (the looser top
+        when `ending`); None when none does."""
         for rung in reversed(self.rungs):
-            waiting = [trial_id for trial_id, at in self.paused.items() if at == rung]
+            waiting = [
+                trial_id for trial_id, at in self.paused.items() if at == rung and (among is None or trial_id in among)
+            ]
             for trial_id in sorted(waiting, key=self.recorded[rung].__getitem__, reverse=True):
                 if self.ranks_within(rung, trial_id, ending):
                     return trial_id, rung

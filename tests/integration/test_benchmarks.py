@@ -75,6 +75,6 @@ def test_search_runs(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     # At the smoke size the target is 0: every arm stops at its first report.
     result = search.run(stack, search.SMOKE, seeds=[0], quiet_timeout_s=0)  # type: ignore[arg-type]
     arms = result["arms"]
-    assert set(arms) == {search.RANDOM, search.TPE_ASHA, search.BY_HAND, search.WARM}
+    assert set(arms) == {search.RANDOM, search.TPE_ASHA, search.BY_HAND, search.COLD, search.WARM}
     assert all(arm["reached"] == 1 and arm["epochs"]["median"] >= 1 for arm in arms.values())
     assert set(result["targets"]) and result["workload"]["epoch_s_alone"] > 0

@@ -27,7 +27,7 @@ SECONDS_PER_EPOCH = 0.25
 END_S = 240.0
 
 
-def resumable_spec(name: str, epochs: int = EPOCHS) -> StudySpec:
+def resumable_spec(name: str, epochs: int = EPOCHS, **changes: object) -> StudySpec:
     return StudySpec.parse(
         {
             "name": name,
@@ -40,6 +40,7 @@ def resumable_spec(name: str, epochs: int = EPOCHS) -> StudySpec:
             "budget": {"max_trials": TRIALS, "max_concurrent_trials": 2},
             # Every report persists a checkpoint, so a resumed trial has one to go on from.
             "failure": {"checkpoint_interval_s": 0},
+            **changes,
         }
     )
 
@@ -111,15 +112,44 @@ def test_a_killed_driver_is_replaced_and_the_study_resumes_without_rerunning_tri
 
 
 def assert_one_mlflow_run_per_trial_with_every_epoch_once(
-    tracking_uri: str, study: Study, epochs: int = EPOCHS
+    tracking_uri: str, study: Study, epochs: int | None = EPOCHS
 ) -> None:
+    """Each trial has one run, FINISHED, with each of its epochs once: `epochs` of them, or with
+    None the epochs the store holds for it."""
     mlflow = MlflowClient(tracking_uri)
     runs = mlflow.search_runs(
         [study.mlflow_experiment_id], filter_string="tags.`anneal.kind` = 'trial'", max_results=1000
     )
     assert sorted(run.data.tags["anneal.trial_id"] for run in runs) == sorted(t.trial_id for t in study.trials)
     assert sorted(run.info.run_id for run in runs) == sorted(t.mlflow_run_id for t in study.trials)
+    held = {t.trial_id: t.epochs for t in study.trials}
     for run in runs:
-        assert run.info.status == "FINISHED", run.data.tags["anneal.trial_id"]
+        trial_id = run.data.tags["anneal.trial_id"]
+        assert run.info.status == "FINISHED", trial_id
         steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "loss")]
-        assert sorted(steps) == list(range(1, epochs + 1)), (run.data.tags["anneal.trial_id"], steps)
+        assert sorted(steps) == list(range(1, (epochs or held[trial_id]) + 1)), (trial_id, steps)
+
+
+def test_a_killed_driver_with_paused_trials_resumes_them_from_their_rung_checkpoints(stack: Stack) -> None:
+    """Promotion-type ASHA: trials paused at a rung when the driver dies go on, or end stopped
+    early, under the new driver; none is left PAUSED, and none logs an epoch twice."""
+    epochs = 9  # rungs at 1 and 3
+    promotion = {"asha": {"grace_period": 1, "reduction_factor": 3, "type": "promotion"}}
+    spec = resumable_spec("it-driver-killed-paused", epochs, scheduler=promotion)
+    with stack.client() as client:
+        study_id = client.create_study(spec).study_id
+        wait_for(
+            lambda: any(t.state is TrialState.PAUSED for t in client.get_study(study_id).trials),
+            120,
+            "a trial to wait at a rung",
+        )
+        kill_driver(stack, client.get_study(study_id).ray_job_id)
+        wait_for(lambda: client.get_study(study_id).state.is_terminal, END_S, "the resumed study to end")
+        study = client.get_study(study_id)
+
+    assert study.state is StudyState.SUCCEEDED, study.error
+    assert study.driver_restarts == 1 and len(study.trials) == TRIALS
+    ended = Counter((t.state, t.epochs) for t in study.trials)
+    assert set(ended) <= {(TrialState.STOPPED_EARLY, 1), (TrialState.STOPPED_EARLY, 3), (TrialState.COMPLETED, epochs)}
+    assert ended[(TrialState.COMPLETED, epochs)] >= 1, ended
+    assert_one_mlflow_run_per_trial_with_every_epoch_once(stack.settings.mlflow_tracking_uri, study, epochs=None)

@@ -107,6 +107,18 @@ def test_the_first_trials_at_a_rung_wait_and_the_third_promotes_the_best() -> No
     assert scheduler.paused == {"a": 1, "c": 1}
 
 
+def test_a_trial_still_saving_its_pause_is_resumed_only_once_tune_holds_it_paused() -> None:
+    _, tune = asha()
+    a, b, c = tune.add("a"), tune.add("b"), tune.add("c")
+    tune.report(a, 1, 0.9)
+    a.status = Trial.RUNNING  # Tune pauses a trial once its checkpoint is saved
+    tune.report(b, 1, 0.5)
+    tune.report(c, 1, 0.1)
+    assert tune.choose() is None
+    a.status = Trial.PAUSED
+    assert tune.choose() == "a"
+
+
 def test_a_trial_in_the_top_when_it_arrives_goes_on_without_waiting() -> None:
     _, tune = asha()
     a, b, c = tune.add("a"), tune.add("b"), tune.add("c")
