@@ -508,13 +508,15 @@ class StudySpec(_Spec):
 
     @model_validator(mode="after")
     def _pausable_trials(self) -> StudySpec:
-        """Promotion pauses trials at their rung checkpoints; a data-parallel trial's worker group
-        would go on training without its paused trial."""
+        """Promotion pauses trials at their rung checkpoints, which anneal does for single-worker
+        trials only: a data-parallel trial's Ray Train worker group would have to stop and start
+        again with it, which is not built."""
         asha = self.scheduler.asha
         if asha is not None and asha.type == "promotion" and self.resources.workers > 1:
             raise _field_error(
                 "scheduler.asha.type",
-                "promotion pauses trials, which data-parallel trials (resources.workers > 1) cannot do; use stopping",
+                "promotion pauses trials, which anneal does not do for data-parallel trials (resources.workers > 1); "
+                "use stopping",
             )
         return self
 

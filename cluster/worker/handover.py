@@ -47,10 +47,10 @@ NO_DECISIONS = DecisionEpochs()  # no early stopping: epochs go in batches, ever
 class Pacing:
     """When epochs are handed to Tune (every `report_interval_s`, at each of `decisions`, and at
     the final epoch) and when a checkpoint is persisted (at most every `checkpoint_interval_s`,
-    and always at the final epoch and at rungs that checkpoint): each hand-over is a round trip to the driver (a
-    single-worker trial's trainer waits for it; a data-parallel rank 0 sends it from a thread,
-    `cluster.worker.sender`), and each checkpoint is a copy into the experiment storage and a
-    snapshot on the driver."""
+    and always at the final epoch and at rungs that checkpoint): each hand-over is a round trip
+    to the driver (a single-worker trial's trainer waits for it; a data-parallel rank 0 sends it
+    from a thread, `cluster.worker.sender`), and each checkpoint is a copy into the experiment
+    storage and a snapshot on the driver."""
 
     def __init__(
         self, report_interval_s: float, checkpoint_interval_s: float, decisions: DecisionEpochs = NO_DECISIONS
